@@ -1,0 +1,32 @@
+# The two set-up commands of README: `make run` and `make test`.
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: install run test lint bench-receiver bench-capture
+install: $(VENV)/.installed
+
+## run: callrec on its embedded defaults (SQLite ledger and broker, recordings under ./var/)
+run: $(VENV)/.installed
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-8000} web worker beat
+
+## test: lint, then every test (server tests skip locally when a server is missing; never in CI)
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench-receiver: $(VENV)/.installed
+	PATH="$(BIN):$$PATH" $(BIN)/python bench/receiver.py
+
+bench-capture: $(VENV)/.installed
+	PATH="$(BIN):$$PATH" $(BIN)/python bench/capture.py

@@ -1,0 +1,105 @@
+"""``callrec``: the operator's command line (migrate, check settings, sweep, inspect the ledger)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from sqlalchemy import func, select
+
+from config.settings import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """callrec: capture call recordings byte-exact and exactly once."""
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the ledger schema (idempotent, safe to run from several processes)."""
+    from ledger import migrate as run_migrations
+
+    settings = _settings()
+    run_migrations(settings.database_url)
+    click.echo("ledger schema is up to date")
+
+
+@main.command("config")
+@click.option("--check", is_flag=True, help="Only validate the environment.")
+def config_command(check: bool) -> None:
+    """Print the configuration table (Markdown), or validate the environment."""
+    from config.__main__ import markdown_table
+
+    settings = _settings()
+    if check:
+        click.echo(f"configuration ok (ledger {settings.database_url.split(':', 1)[0]}, "
+                   f"storage {settings.storage_url.split(':', 1)[0]})")
+        return
+    click.echo(markdown_table())
+
+
+@main.command()
+def status() -> None:
+    """Rows per provider, account and state."""
+    from ledger import Recording, make_engine, make_session_factory
+
+    settings = _settings()
+    sessions = make_session_factory(make_engine(settings.database_url))
+    with sessions() as session:
+        rows = session.execute(
+            select(Recording.provider, Recording.account, Recording.state, func.count())
+            .group_by(Recording.provider, Recording.account, Recording.state)
+            .order_by(Recording.provider, Recording.account, Recording.state)
+        ).all()
+    if not rows:
+        click.echo("the ledger is empty")
+    for provider, account, state, count in rows:
+        click.echo(f"{provider:<12} {account:<16} {state:<10} {count}")
+
+
+@main.command()
+@click.argument("recording_id", type=int)
+def show(recording_id: int) -> None:
+    """One ledger row and its history."""
+    from ledger import Recording, RecordingEvent, make_engine, make_session_factory
+
+    settings = _settings()
+    sessions = make_session_factory(make_engine(settings.database_url))
+    with sessions() as session:
+        row = session.get(Recording, recording_id)
+        if row is None:
+            raise click.ClickException(f"no ledger row {recording_id}")
+        events = session.execute(
+            select(RecordingEvent).where(RecordingEvent.recording_id == recording_id)
+            .order_by(RecordingEvent.id)
+        ).scalars().all()
+    for name in ("id", "provider", "account", "recording_key", "kind", "state", "attempts",
+                 "created_at", "updated_at", "next_attempt_at", "last_error", "storage_key",
+                 "size_bytes", "sha256", "stored_at"):
+        click.echo(f"{name:>16}: {getattr(row, name)}")
+    for item in events:
+        click.echo(f"  {item.at.isoformat()}  attempt {item.attempt}  {item.state}"
+                   + (f"  {item.detail}" if item.detail else ""))
+
+
+@main.command()
+def sweep() -> None:
+    """Publish every row that needs a worker now (what the beat schedule does periodically)."""
+    from workers.sweep import sweep as run_sweep
+    from workers.tasks import get_runtime
+
+    click.echo(f"published {run_sweep(get_runtime())} rows")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

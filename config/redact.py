@@ -1,0 +1,37 @@
+"""Scrub secrets, signed-URL query strings and phone numbers out of text bound for logs/Sentry."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["redact", "redact_url"]
+
+# A URL's query string carries presigned-URL signatures (X-Amz-Signature, tokens): drop it.
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
+# E.164 and bare national numbers: 10 to 15 digits, optionally with a leading +.
+_PHONE = re.compile(r"(?<![\w.-])\+?\d{10,15}(?![\w.-])")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with URL query strings, bearer tokens and phone numbers masked."""
+    text = _URL_QUERY.sub(r"\1?[redacted]", text)
+    text = _BEARER.sub(r"\1[redacted]", text)
+    return _PHONE.sub("[phone]", text)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs: scheme, host and path only."""
+    return _URL_QUERY.sub(r"\1?[redacted]", url.split("#", 1)[0])
+
+
+def redact_value(value: Any) -> Any:
+    """Redact strings inside nested dicts/lists (for Sentry events)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(item) for item in value]
+    return value

@@ -1,0 +1,71 @@
+"""The Flask app factory: webhook routes, health, and the per-process state they share."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import Flask, jsonify
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from config.settings import Settings
+from ingest.health import health
+from ingest.relay import Relay
+from ingest.webhooks import webhooks
+from ledger import make_engine, make_session_factory
+from providers.http import new_http_client
+from providers.registry import Accounts
+
+__all__ = ["IngestState", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestState:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    accounts: Accounts
+    relay: Relay
+    celery: Celery
+
+
+def create_app(settings: Settings) -> Flask:
+    """Build the web app; connections are opened lazily, so this is safe before a fork."""
+    from workers.celery_config import capture_queue, make_celery
+
+    app = Flask("callrec")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    celery = make_celery(settings)
+    queue = capture_queue(settings)
+
+    def send_capture(recording_id: int, countdown: float | None) -> None:
+        celery.send_task("callrec.capture", args=[recording_id], queue=queue, countdown=countdown)
+
+    app.extensions["callrec"] = IngestState(
+        settings=settings,
+        sessions=sessions,
+        accounts=Accounts(settings, new_http_client(settings.http_timeout_seconds)),
+        relay=Relay(send_capture, sessions),
+        celery=celery,
+    )
+    app.register_blueprint(webhooks)
+    app.register_blueprint(health)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        # JSON for every HTTP error (404 route, 405 method, 413 body too large).
+        return jsonify(error=(exc.description or exc.name)[:200]), exc.code
+
+    return app
+
+
+def state() -> IngestState:
+    from flask import current_app
+
+    return current_app.extensions["callrec"]  # type: ignore[no-any-return]

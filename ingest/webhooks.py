@@ -1,0 +1,73 @@
+"""``POST /webhooks/<provider>[/<account>]``: the one view every provider shares.
+
+Order of checks: body size (413, enforced while reading) → provider/account from the path
+(404) → signature on the raw bytes (401) → content type (415) → parse (400) → ledger (2xx).
+Unknown event types are acknowledged and ignored, so the provider stops retrying them.
+Nothing here waits on the broker: the relay publishes after the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.logging import log_context
+from ledger import accept_event
+from providers.base import WebhookRequest
+from providers.errors import ConfigurationMissing, WebhookRejected
+from providers.registry import DEFAULT_ACCOUNT, UnknownAccount
+
+__all__ = ["webhooks"]
+
+logger = logging.getLogger(__name__)
+
+webhooks = Blueprint("webhooks", __name__)
+
+
+@webhooks.post("/webhooks/<provider>")
+@webhooks.post("/webhooks/<provider>/<account>")
+def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
+    from ingest.app import state
+
+    current = state()
+    try:
+        handler = current.accounts.provider(provider, account)
+    except UnknownAccount:
+        return jsonify(error="unknown provider or account"), 404
+    with log_context(provider=provider, account=account):
+        body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+        base = current.settings.public_base_url
+        webhook = WebhookRequest(
+            body=body,
+            headers=request.headers,
+            content_type=(request.mimetype or "").lower(),
+            url=(base + request.full_path.rstrip("?")) if base else request.url,
+            received_at=time.time(),
+        )
+        try:
+            handler.verify(webhook)
+            handler.check_content_type(webhook)
+            event = handler.parse(webhook)
+        except WebhookRejected as exc:
+            logger.info("webhook rejected (%s): %s", exc.status, exc.reason)
+            return jsonify(error=exc.reason), exc.status
+        except ConfigurationMissing as exc:
+            logger.error("webhook cannot be verified: %s", exc)
+            return jsonify(error="webhook verification is not configured"), 503
+        try:
+            result = accept_event(current.sessions, provider, account, event)
+        except SQLAlchemyError as exc:
+            # Not accepted: a non-2xx makes the provider deliver it again later.
+            logger.error("ledger unavailable, webhook not accepted (%s)", type(exc).__name__)
+            return jsonify(error="ledger unavailable, retry later"), 503
+        current.relay.submit(result.new_ids)
+        if result.status == "ignored":
+            logger.debug("ignored event type %s", event.event_type)
+        else:
+            logger.info("webhook %s: %s delivery=%s recordings=%s", event.event_type,
+                        result.status, event.delivery_id, result.recording_ids)
+        return jsonify(status=result.status, recordings=result.recording_ids), 200

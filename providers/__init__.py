@@ -1,0 +1,1 @@
+"""Provider modules (one per provider) behind the interface in ``providers.base``."""

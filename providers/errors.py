@@ -1,0 +1,92 @@
+"""The errors providers raise; their type decides the HTTP status or the retry.
+
+::
+
+    CallrecError
+    ├── WebhookRejected            a webhook we refuse; .status is the HTTP status
+    │   ├── SignatureInvalid       401: missing/bad signature, stale or future timestamp
+    │   ├── PayloadInvalid         400: not JSON/form, or not a shape we know
+    │   └── UnsupportedMediaType   415: a content type the provider never sends
+    ├── ConfigurationMissing       a secret or key the operation needs is not configured
+    └── CaptureError               fetching a recording failed
+        ├── RetryLater             transient (429, 5xx, network, cut stream); .retry_after
+        │   └── NotReadyYet        the provider has not finished the recording yet
+        ├── UrlExpired             the audio URL was refused (403/404/410): get a fresh one
+        └── PermanentFailure       retrying cannot help (404 recording, 401 API key, SSRF...)
+
+Library errors (httpx, botocore) are translated to these at the boundary.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CallrecError",
+    "CaptureError",
+    "ConfigurationMissing",
+    "NotReadyYet",
+    "PayloadInvalid",
+    "PermanentFailure",
+    "RetryLater",
+    "SignatureInvalid",
+    "UnsupportedMediaType",
+    "UrlExpired",
+    "WebhookRejected",
+]
+
+
+class CallrecError(Exception):
+    """Base of every error callrec raises on purpose."""
+
+
+class WebhookRejected(CallrecError):
+    """A webhook request we refuse; ``reason`` is short and safe to return to the sender."""
+
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SignatureInvalid(WebhookRejected):
+    status = 401
+
+
+class PayloadInvalid(WebhookRejected):
+    status = 400
+
+
+class UnsupportedMediaType(WebhookRejected):
+    status = 415
+
+
+class ConfigurationMissing(CallrecError):
+    """A key or secret the operation needs is not set; the message names the setting."""
+
+
+class CaptureError(CallrecError):
+    """Fetching one recording failed; ``reason`` is short, stable and free of secrets."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RetryLater(CaptureError):
+    """Transient: try again after ``retry_after`` seconds (None: our own backoff decides)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class NotReadyYet(RetryLater):
+    """The provider knows the recording but has not finished it."""
+
+
+class UrlExpired(CaptureError):
+    """The audio URL was refused or expired: ask the provider's API for a fresh one."""
+
+
+class PermanentFailure(CaptureError):
+    """Retrying cannot help; the ledger row ends ``failed`` with this reason."""

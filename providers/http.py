@@ -1,0 +1,122 @@
+"""Provider API calls over httpx, with HTTP statuses translated into the capture error tree.
+
+=========================  ==========================================================
+response                    raised
+=========================  ==========================================================
+2xx with a JSON body        (returned)
+401, 403                    PermanentFailure("API refused the credentials ...")
+404, 410                    PermanentFailure("... not found")
+408, 409, 425, 429          RetryLater, with the provider's Retry-After / reset hint
+5xx, network errors         RetryLater
+other 4xx                   PermanentFailure
+=========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from providers.errors import PermanentFailure, RetryLater
+
+__all__ = ["ApiClient", "new_http_client", "retry_after_seconds"]
+
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+
+def new_http_client(timeout: float) -> httpx.Client:
+    """The process-wide client: pooled connections, no automatic redirects, bounded timeouts."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        headers={"user-agent": "callrec/0.1"},
+    )
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a 429/503 asks for: ``retry-after-ms``, ``Retry-After`` or ``x-ratelimit-reset``.
+
+    ``Retry-After`` may be seconds or an HTTP date. Telnyx documents ``x-ratelimit-reset`` "in
+    seconds" without saying whether it is a delay or an epoch time: a value above 10^9 is taken
+    as an epoch time, anything smaller as a delay.
+    """
+    now = time.time() if now is None else now
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - now)
+    reset = headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            value = float(reset)
+        except ValueError:
+            return None
+        return max(0.0, value - now) if value > 1e9 else max(0.0, value)
+    return None
+
+
+class ApiClient:
+    """JSON GET/POST against one account's API base with its auth headers."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        base_url: str,
+        headers: Mapping[str, str],
+        describe_error: Callable[[httpx.Response], str],
+    ) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._headers = dict(headers)
+        self._describe = describe_error
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request_json("GET", path, params=params)
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        url = self._base + path
+        try:
+            response = self._http.request(
+                method, url, params=params, json=json_body, headers=self._headers
+            )
+        except httpx.TimeoutException as exc:
+            raise RetryLater(f"API timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise RetryLater(f"API unreachable ({type(exc).__name__})") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise RetryLater(f"API answered HTTP {status} with a body that is not JSON") from None
+        reason = self._describe(response)
+        if status in RETRYABLE_STATUSES or status >= 500:
+            raise RetryLater(f"API {reason}", retry_after_seconds(response.headers))
+        if status in (401, 403):
+            raise PermanentFailure(f"API refused the credentials ({reason})")
+        if status in (404, 410):
+            raise PermanentFailure(f"not found at the provider ({reason})")
+        raise PermanentFailure(f"API {reason}")

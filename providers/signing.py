@@ -1,0 +1,69 @@
+"""Signature helpers shared by providers: timestamp windows, Ed25519, HMAC. All fail closed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+from providers.errors import ConfigurationMissing, SignatureInvalid
+
+__all__ = ["check_timestamp", "decode_b64", "hmac_matches", "verify_ed25519"]
+
+DEFAULT_TOLERANCE_SECONDS = 300
+# One body for every signature failure, so a caller learns nothing about which check failed.
+SIGNATURE_REASON = "signature verification failed"
+
+
+def check_timestamp(raw: str | None, now: float, tolerance: int = DEFAULT_TOLERANCE_SECONDS) -> int:
+    """Parse a unix-seconds timestamp header and reject it outside ``now ± tolerance``."""
+    if not raw or not raw.strip().isdigit() or len(raw.strip()) > 12:
+        raise SignatureInvalid(SIGNATURE_REASON)
+    value = int(raw.strip())
+    if abs(now - value) > tolerance:
+        raise SignatureInvalid(SIGNATURE_REASON)
+    return value
+
+
+def decode_b64(raw: str | None, *, expected_len: int | None = None) -> bytes:
+    """Strict base64 decode; ``SignatureInvalid`` for anything else."""
+    if not raw:
+        raise SignatureInvalid(SIGNATURE_REASON)
+    try:
+        value = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureInvalid(SIGNATURE_REASON) from None
+    if expected_len is not None and len(value) != expected_len:
+        raise SignatureInvalid(SIGNATURE_REASON)
+    return value
+
+
+def load_ed25519_key(public_key_b64: str, setting: str) -> object:
+    """A PyNaCl VerifyKey from a base64 32-byte key; a bad key is a configuration error."""
+    try:
+        from nacl.signing import VerifyKey
+    except ImportError as exc:  # fail closed: never accept when we cannot verify
+        raise ConfigurationMissing("PyNaCl is required to verify Ed25519 signatures") from exc
+    try:
+        raw = base64.b64decode(public_key_b64.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationMissing(f"{setting} is not valid base64") from None
+    if len(raw) != 32:
+        raise ConfigurationMissing(f"{setting} must decode to 32 bytes, got {len(raw)}")
+    return VerifyKey(raw)
+
+
+def verify_ed25519(verify_key: object, message: bytes, signature: bytes) -> None:
+    from nacl.exceptions import BadSignatureError
+
+    try:
+        verify_key.verify(message, signature)  # type: ignore[attr-defined]
+    except (BadSignatureError, ValueError, TypeError):
+        raise SignatureInvalid(SIGNATURE_REASON) from None
+
+
+def hmac_matches(key: bytes, message: bytes, candidates: list[bytes], digest: str) -> bool:
+    """True when any candidate equals HMAC(key, message); constant-time per comparison."""
+    expected = hmac.new(key, message, getattr(hashlib, digest)).digest()
+    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)

@@ -1,0 +1,8 @@
+"""Shared fixtures live in ``tests/fixtures/``; this file only registers them."""
+
+pytest_plugins = [
+    "tests.fixtures.servers",
+    "tests.fixtures.s3",
+    "tests.fixtures.telnyx",
+    "tests.fixtures.callrec",
+]

@@ -1,0 +1,224 @@
+"""One capture attempt: claim → fresh URL → streamed, hashed download → conditional write → done.
+
+Exactly once comes from three gates, each enough for a different failure:
+
+1. ``ledger.claim``: one attempt per row at a time (duplicate messages, redeliveries, the
+   sweeper re-publishing) — the others return at once;
+2. the storage's conditional create: if two attempts still overlap (a lease expired under a
+   slow worker), the second write is refused, never a replacement;
+3. the metadata record is written after the audio and only if absent, so a record always
+   describes a complete object, and a retry that finds the object with the same sha256
+   counts as stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from config.logging import log_context
+from ledger import State, accept_refs, claim, finish, release_for_retry
+from ledger.claims import Claim
+from ledger.models import utcnow
+from providers.base import Download, Provider
+from providers.errors import (
+    CaptureError,
+    ConfigurationMissing,
+    PermanentFailure,
+    RetryLater,
+    UrlExpired,
+)
+from storage import ObjectExists, StorageUnavailable, metadata_key, recording_key
+from workers.download import StreamCut, open_audio
+from workers.runtime import Runtime
+
+__all__ = ["CaptureOutcome", "capture"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptureOutcome:
+    """What one task run did: ``state`` is the row's state afterwards (or ``skipped``)."""
+
+    state: str
+    detail: str | None = None
+    retry_in: float | None = None
+
+
+def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
+    """Run one attempt for the ledger row ``recording_id`` (the body of the Celery task)."""
+    lease = timedelta(seconds=runtime.settings.stuck_after_seconds)
+    held = claim(runtime.sessions, recording_id, lease)
+    if held is None:
+        logger.debug("recording %s not claimable (final, busy or not due)", recording_id)
+        return CaptureOutcome("skipped")
+    with log_context(recording=held.id, provider=held.provider, account=held.account,
+                     attempt=held.attempt):
+        try:
+            provider = runtime.accounts.provider(held.provider, held.account)
+            if held.kind == "lookup":
+                return _resolve(runtime, provider, held)
+            return _capture_audio(runtime, provider, held)
+        except PermanentFailure as exc:
+            return _fail(runtime, held, exc.reason)
+        except (RetryLater, UrlExpired) as exc:
+            return _retry(runtime, held, exc.reason, getattr(exc, "retry_after", None))
+        except ConfigurationMissing as exc:
+            return _retry(runtime, held, f"not configured: {exc}", None)
+        except StorageUnavailable as exc:
+            return _retry(runtime, held, f"storage unavailable: {exc}", None)
+        except SoftTimeLimitExceeded:
+            return _retry(runtime, held, "attempt exceeded the task time limit", None)
+        except Exception as exc:  # an unexpected bug must not lose the row: retry, then fail
+            logger.exception("capture attempt crashed")
+            return _retry(runtime, held, f"internal error: {type(exc).__name__}", None)
+
+
+def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> CaptureOutcome:
+    settings = runtime.settings
+    last: CaptureError | None = None
+    for _refresh in range(settings.url_refreshes + 1):
+        download = provider.fetch_recording(held.recording_key, held.hints)
+        key = recording_key(held.provider, held.account, held.recording_key, download.format)
+        try:
+            size, sha256, host = _store_audio(runtime, provider, download, key)
+        except (UrlExpired, StreamCut) as exc:
+            logger.info("audio download failed, fetching a fresh URL: %s", exc.reason)
+            last = exc
+            continue
+        record = _metadata_record(held, download, key, size, sha256, host)
+        _write_metadata(runtime, key, record)
+        finish(runtime.sessions, held, State.STORED, storage_key=key, size_bytes=size,
+               sha256=sha256, last_error=None)
+        logger.info("stored %s bytes sha256=%s", size, sha256[:12])
+        return CaptureOutcome(State.STORED)
+    assert last is not None
+    raise RetryLater(f"{last.reason} (after {settings.url_refreshes} fresh URLs)")
+
+
+def _store_audio(
+    runtime: Runtime, provider: Provider, download: Download, key: str
+) -> tuple[int, str, str]:
+    """Stream the audio into storage; return (size, sha256, source host)."""
+    settings = runtime.settings
+    with open_audio(runtime.http, download, provider.account.audio_hosts,
+                    settings.max_recording_bytes) as stream:
+        try:
+            runtime.storage.write(key, stream.chunks(), content_type=download.content_type)
+        except ObjectExists:
+            _check_existing(runtime, key, stream.size, stream.sha256)
+        if download.expected_size is not None and stream.size != download.expected_size:
+            raise StreamCut(f"got {stream.size} bytes, the provider said {download.expected_size}")
+        return stream.size, stream.sha256, stream.host
+
+
+def _check_existing(runtime: Runtime, key: str, size: int, sha256: str) -> None:
+    """A previous attempt stored this key: accept it only if it is the same bytes."""
+    existing = _existing_sha256(runtime, key)
+    if existing != sha256:
+        raise PermanentFailure(
+            f"a different object already exists under {key} (sha256 {existing[:12]}…, "
+            f"downloaded {sha256[:12]}…, {size} bytes)"
+        )
+    logger.info("object already stored by an earlier attempt, same sha256")
+
+
+def _existing_sha256(runtime: Runtime, key: str) -> str:
+    """The stored object's sha256: from its metadata record, else by reading it back."""
+    try:
+        record = json.loads(b"".join(runtime.storage.read(metadata_key(key))))
+        if isinstance(record, dict) and isinstance(record.get("sha256"), str):
+            return str(record["sha256"])
+    except FileNotFoundError:
+        pass
+    digest = hashlib.sha256()
+    for chunk in runtime.storage.read(key):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _metadata_record(
+    held: Claim, download: Download, key: str, size: int, sha256: str, host: str
+) -> dict[str, Any]:
+    meta = dict(download.metadata)
+    record: dict[str, Any] = {
+        "provider": held.provider,
+        "account": held.account,
+        "recording_id": held.recording_key,
+        "call_id": meta.pop("call_id", None) or held.call_id,
+        "segment": meta.pop("segment", None),
+        "started_at": meta.pop("started_at", None),
+        "ended_at": meta.pop("ended_at", None),
+        "duration_seconds": meta.pop("duration_seconds", None),
+        "channels": meta.pop("channels", None),
+        "format": download.format,
+        "content_type": download.content_type,
+        "size_bytes": size,
+        "sha256": sha256,
+        "captured_at": utcnow().isoformat(),
+        "source_host": host,
+        "storage_key": key,
+        "ledger_id": held.id,
+        "accepted_at": held.created_at.isoformat(),
+    }
+    record["provider_fields"] = meta
+    return record
+
+
+def _write_metadata(runtime: Runtime, key: str, record: dict[str, Any]) -> None:
+    body = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+    try:
+        runtime.storage.write(metadata_key(key), iter([body]), content_type="application/json")
+    except ObjectExists:
+        logger.debug("metadata record already present; keeping the first one")
+
+
+def _resolve(runtime: Runtime, provider: Provider, held: Claim) -> CaptureOutcome:
+    """A lookup row: find the recordings it stands for and accept each as its own row."""
+    lookup = held.hints.get("lookup") or {}
+    refs = provider.resolve(lookup)
+    if not refs:
+        raise RetryLater("the provider lists no recording for this call yet")
+    result = accept_refs(runtime.sessions, held.provider, held.account, refs,
+                         source="lookup", parent_id=held.id)
+    runtime.publish(result.new_ids)
+    detail = f"resolved into {len(result.recording_ids)} recording(s): " + ",".join(
+        str(i) for i in result.recording_ids)
+    finish(runtime.sessions, held, State.RESOLVED, detail=detail[:1000], last_error=None)
+    logger.info("lookup %s", detail[:200])
+    return CaptureOutcome(State.RESOLVED, detail)
+
+
+def _fail(runtime: Runtime, held: Claim, reason: str) -> CaptureOutcome:
+    finish(runtime.sessions, held, State.FAILED, detail=reason)
+    logger.warning("recording failed permanently: %s", reason)
+    return CaptureOutcome(State.FAILED, reason)
+
+
+def _retry(runtime: Runtime, held: Claim, reason: str, retry_after: float | None) -> CaptureOutcome:
+    settings = runtime.settings
+    if held.attempt >= settings.max_attempts:
+        return _fail(runtime, held, f"gave up after {held.attempt} attempts: {reason}")
+    delay = backoff_seconds(held.attempt, settings.retry_base_seconds, settings.retry_max_seconds)
+    if retry_after is not None:
+        delay = min(max(delay, retry_after), settings.retry_max_seconds)
+    due = release_for_retry(runtime.sessions, held, reason, delay)
+    if due is None:
+        logger.warning("claim lost before the retry could be scheduled")
+        return CaptureOutcome("skipped", "claim lost")
+    runtime.publish([held.id], countdown=delay, due=due)
+    logger.info("attempt %s failed, retrying in %.1fs: %s", held.attempt, delay, reason)
+    return CaptureOutcome(State.RETRYING, reason, delay)
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: base·2^(attempt-1), scaled by 0.5–1.0, capped."""
+    return min(cap, base * 2 ** max(0, attempt - 1) * (0.5 + random.random() / 2))

@@ -1,0 +1,78 @@
+"""The Celery app factory: the wake-up call, never the truth (that is the ledger).
+
+Reliability settings, and why:
+
+* ``task_acks_late`` + ``task_reject_on_worker_lost``: a task whose worker dies is redelivered
+  (on brokers that can); loops are bounded by the ledger's attempt count, not by Celery.
+* ``worker_prefetch_multiplier=1``: a capture can take minutes; never hoard messages.
+* ``task_time_limit`` < ``STUCK_AFTER`` (the ledger lease) and < Redis ``visibility_timeout``,
+  so a redelivered or re-driven task never meets a still-running first attempt.
+* JSON only; task arguments are ledger ids, never URLs or payloads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import Celery
+from kombu import Queue
+
+from config.settings import Settings
+
+__all__ = ["capture_queue", "make_celery", "sweep_queue"]
+
+
+def capture_queue(settings: Settings) -> str:
+    return f"{settings.queue_prefix}.capture"
+
+
+def sweep_queue(settings: Settings) -> str:
+    return f"{settings.queue_prefix}.sweep"
+
+
+def make_celery(settings: Settings) -> Celery:
+    broker = settings.broker_url
+    if broker.startswith("sqla+sqlite"):
+        Path(broker.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+    transport_options: dict[str, object] = {}
+    if broker.startswith(("redis", "rediss")):
+        transport_options["visibility_timeout"] = settings.broker_visibility_timeout_seconds
+    if broker.startswith(("amqp", "amqps")):
+        transport_options["confirm_publish"] = True
+    celery = Celery("callrec", broker=broker, include=["workers.tasks"])
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit_seconds,
+        task_soft_time_limit=settings.soft_time_limit,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2,
+                                   "interval_step": 0.5, "interval_max": 2},
+        task_queues=[Queue(capture_queue(settings)), Queue(sweep_queue(settings))],
+        task_default_queue=capture_queue(settings),
+        task_routes={
+            "callrec.capture": {"queue": capture_queue(settings)},
+            "callrec.sweep": {"queue": sweep_queue(settings)},
+        },
+        beat_schedule={
+            "sweep": {
+                "task": "callrec.sweep",
+                "schedule": float(settings.sweep_interval_seconds),
+                "options": {"expires": float(settings.sweep_interval_seconds)},
+            },
+        },
+        beat_schedule_filename=str(Path.cwd() / "var" / "celerybeat-schedule"),
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        enable_utc=True,
+    )
+    return celery

@@ -1,0 +1,106 @@
+"""Stream one recording's audio: allowed hosts only, redirects re-checked, every byte counted.
+
+``open_audio`` yields a ``HashingStream`` whose ``chunks()`` feed storage directly, so nothing
+bigger than one chunk is held here. The stream raises instead of ending short: a connection cut
+before Content-Length, a body longer than declared or than the size limit all raise
+``StreamCut`` (retried with a fresh URL), never a silently shorter object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+import httpx
+
+from providers.base import Download
+from providers.errors import PermanentFailure, RetryLater, UrlExpired
+from providers.http import retry_after_seconds
+from workers.url_guard import check_audio_url
+
+__all__ = ["HashingStream", "StreamCut", "open_audio"]
+
+CHUNK_BYTES = 256 * 1024
+MAX_REDIRECTS = 3
+EXPIRED_STATUSES = frozenset({401, 403, 404, 410})
+
+
+class StreamCut(RetryLater):
+    """The audio stream ended early or broke; a fresh URL and a new download may succeed."""
+
+
+class HashingStream:
+    """The body of one audio response; sha256 and size are final once ``chunks()`` is done."""
+
+    def __init__(self, response: httpx.Response, max_bytes: int) -> None:
+        self._response = response
+        self._max_bytes = max_bytes
+        self._hash = hashlib.sha256()
+        self.size = 0
+        encoding = response.headers.get("content-encoding", "identity").lower()
+        self._raw = encoding in ("", "identity")
+        declared = response.headers.get("content-length")
+        self.expected_size = int(declared) if declared and declared.isdigit() else None
+        if self.expected_size is not None and self.expected_size > max_bytes:
+            raise PermanentFailure(f"recording of {self.expected_size} bytes exceeds the limit")
+        self.host = response.url.host
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def chunks(self) -> Iterator[bytes]:
+        reader = self._response.iter_raw if self._raw else self._response.iter_bytes
+        try:
+            for chunk in reader(CHUNK_BYTES):
+                self.size += len(chunk)
+                if self.size > self._max_bytes:
+                    raise PermanentFailure("recording exceeds the size limit")
+                self._hash.update(chunk)
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise StreamCut(f"audio download timed out ({type(exc).__name__})") from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise StreamCut(f"audio download broke ({type(exc).__name__})") from None
+        if self._raw and self.expected_size is not None and self.size != self.expected_size:
+            raise StreamCut(f"audio body had {self.size} of {self.expected_size} bytes")
+
+
+@contextlib.contextmanager
+def open_audio(
+    http: httpx.Client, download: Download, allowed_hosts: tuple[str, ...], max_bytes: int
+) -> Iterator[HashingStream]:
+    """Open the audio URL (following at most 3 checked redirects) and yield its stream."""
+    url = check_audio_url(download.url, allowed_hosts)
+    auth = httpx.BasicAuth(*download.auth) if download.auth else None
+    for _hop in range(MAX_REDIRECTS + 1):
+        request = http.build_request("GET", url, headers={"accept-encoding": "identity"})
+        try:
+            response = http.send(request, stream=True, auth=auth, follow_redirects=False)
+        except httpx.TimeoutException as exc:
+            raise StreamCut(f"audio request timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise StreamCut(f"audio host unreachable ({type(exc).__name__})") from None
+        try:
+            if response.is_redirect and "location" in response.headers:
+                url = check_audio_url(str(url.join(response.headers["location"])), allowed_hosts)
+                auth = None  # credentials never follow a redirect to another host
+                continue
+            _raise_for_status(response)
+            yield HashingStream(response, max_bytes)
+            return
+        finally:
+            response.close()
+    raise PermanentFailure(f"audio URL redirected more than {MAX_REDIRECTS} times")
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    status = response.status_code
+    if status == 200:
+        return
+    if status in EXPIRED_STATUSES:
+        raise UrlExpired(f"audio URL refused with HTTP {status}")
+    if status in (408, 425, 429) or status >= 500:
+        raise RetryLater(f"audio host answered HTTP {status}", retry_after_seconds(response.headers))
+    raise PermanentFailure(f"audio host answered HTTP {status}")

@@ -1,0 +1,32 @@
+"""The sweeper: publish every ledger row that needs a worker and has no live message."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from ledger import rows_to_publish
+from workers.runtime import Runtime
+
+__all__ = ["sweep"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCHES = 20  # bounded work per run; the next run continues
+
+
+def sweep(runtime: Runtime, batch_size: int = 500) -> int:
+    """Publish due, unpublished and stuck rows; return how many were published."""
+    stuck_after = timedelta(seconds=runtime.settings.stuck_after_seconds)
+    published = 0
+    for _batch in range(MAX_BATCHES):
+        ids = rows_to_publish(runtime.sessions, stuck_after, limit=batch_size)
+        if not ids:
+            break
+        sent = runtime.publish(ids)
+        published += len(sent)
+        if len(sent) < len(ids) or len(ids) < batch_size:
+            break
+    if published:
+        logger.info("sweeper published %s ledger rows", published)
+    return published

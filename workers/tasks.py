@@ -1,0 +1,77 @@
+"""Thin Celery tasks: they take ledger ids and hand over to ``capture`` and ``sweep``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_init, worker_ready
+
+from config.logging import log_context
+from workers.celery_app import app, settings
+from workers.celery_config import capture_queue
+from workers.runtime import Runtime, build_runtime
+
+__all__ = ["capture_task", "get_runtime", "sweep_task"]
+
+logger = logging.getLogger(__name__)
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def _send_capture(recording_id: int, countdown: float | None) -> None:
+    capture_task.apply_async(args=[recording_id], countdown=countdown,
+                             queue=capture_queue(settings))
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built on first use (after the prefork fork)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = build_runtime(settings, _send_capture)
+        return _runtime
+
+
+@worker_process_init.connect
+def _forget_parent_runtime(**_: Any) -> None:
+    global _runtime
+    _runtime = None
+
+
+@worker_ready.connect
+def _clean_partials(**_: Any) -> None:
+    """Remove temp files and multipart uploads that killed workers left behind."""
+    runtime = get_runtime()
+    try:
+        removed = runtime.storage.clean_partials(older_than_seconds=settings.stuck_after_seconds)
+    except Exception:
+        logger.exception("could not clean partial writes at start-up")
+        return
+    if removed:
+        logger.info("removed %s partial writes left by interrupted captures", removed)
+
+
+class CallrecTask(Task):  # type: ignore[misc]
+    """Binds the task name and id to every log line the task emits."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with log_context(task=self.name, task_id=self.request.id):
+            return super().__call__(*args, **kwargs)
+
+
+@app.task(name="callrec.capture", base=CallrecTask)
+def capture_task(recording_id: int) -> str:
+    from workers.capture import capture
+
+    return capture(get_runtime(), int(recording_id)).state
+
+
+@app.task(name="callrec.sweep", base=CallrecTask)
+def sweep_task() -> int:
+    from workers.sweep import sweep
+
+    return sweep(get_runtime())
