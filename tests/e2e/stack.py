@@ -1,0 +1,145 @@
+"""A whole callrec on loopback: Telnyx emulator, web app over HTTP, a real Celery worker
+process (and beat when asked), the ledger and storage of one configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from emulators.server import LoopbackServer
+from emulators.telnyx import EmulatedRecording, TelnyxEmulator, TelnyxWebhookSigner
+from ingest.app import create_app
+from ledger import Recording, make_engine, make_session_factory, migrate
+from storage import Storage, metadata_key, recording_key, storage_from_url
+from tests.fixtures.callrec import (
+    CeleryProcess,
+    base_env,
+    settings_from,
+    start_beat,
+    start_worker,
+    wait_for,
+)
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    emulator: TelnyxEmulator
+    signer: TelnyxWebhookSigner
+    web_url: str
+    storage: Storage
+    sessions: Any
+    processes: list[CeleryProcess] = field(default_factory=list)
+    _closers: list[Any] = field(default_factory=list)
+
+    # -- driving ----------------------------------------------------------------------------------
+    def send(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(f"{self.web_url}/webhooks/telnyx", content=body,
+                          headers=headers or self.signer.headers(body), timeout=20)
+
+    def announce(self, rec: EmulatedRecording, **kwargs: Any) -> httpx.Response:
+        body = self.signer.recording_saved_body(rec, **kwargs)
+        response = self.send(body)
+        assert response.status_code == 200, response.text
+        return response
+
+    def send_concurrently(self, body: bytes, copies: int) -> list[int]:
+        headers = self.signer.headers(body)
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            status = self.send(body, headers).status_code
+            with lock:
+                statuses.append(status)
+
+        threads = [threading.Thread(target=one) for _ in range(copies)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        return statuses
+
+    # -- observing --------------------------------------------------------------------------------
+    def row(self, key: str) -> Recording | None:
+        with self.sessions() as session:
+            return session.execute(
+                select(Recording).where(Recording.recording_key == key)
+            ).scalar_one_or_none()
+
+    def rows(self) -> list[Recording]:
+        with self.sessions() as session:
+            return list(session.execute(select(Recording).order_by(Recording.id)).scalars())
+
+    def wait_final(self, key: str, timeout: float = 45) -> Recording:
+        def final() -> Recording | None:
+            row = self.row(key)
+            return row if row is not None and row.state in ("stored", "failed") else None
+
+        try:
+            return wait_for(final, timeout, 0.2, f"recording {key} to be final")  # type: ignore[no-any-return]
+        except BaseException:
+            for process in self.processes:
+                print(f"--- {process.log_path.name} ---\n{process.log()[-6000:]}")
+            raise
+
+    def stored_bytes_sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.storage.read(key):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def metadata(self, key: str) -> dict[str, Any]:
+        return json.loads(b"".join(self.storage.read(metadata_key(key))))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        for closer in reversed(self._closers):
+            closer()
+
+
+def audio_key(rec: EmulatedRecording, fmt: str = "mp3") -> str:
+    return recording_key("telnyx", "default", rec.id, fmt)
+
+
+def start_stack(tmp_path: Path, *, beat: bool = False, **overrides: str) -> Stack:
+    emulator = TelnyxEmulator(url_ttl_seconds=600).start()
+    signer = TelnyxWebhookSigner()
+    env = base_env(
+        tmp_path,
+        CALLREC_TELNYX_PUBLIC_KEY=signer.public_key_b64,
+        CALLREC_TELNYX_API_KEY=emulator.api_key,
+        CALLREC_TELNYX_API_BASE=emulator.base_url,
+        CALLREC_TELNYX_AUDIO_HOSTS=emulator.audio_host,
+        **overrides,
+    )
+    settings = settings_from(env)
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    storage = storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url,
+                               s3_region=settings.s3_region)
+    stack = Stack(env=env, emulator=emulator, signer=signer, web_url="", storage=storage,
+                  sessions=make_session_factory(engine))
+    stack._closers.append(emulator.stop)
+    stack._closers.append(engine.dispose)
+    try:
+        stack.processes.append(start_worker(env, tmp_path))
+        if beat:
+            stack.processes.append(start_beat(env, tmp_path))
+        app = create_app(settings)
+        server = LoopbackServer(app).start()
+        stack._closers.append(app.extensions["callrec"].relay.stop)
+        stack._closers.append(server.stop)
+        stack.web_url = server.url
+    except BaseException:
+        stack.close()
+        raise
+    return stack
