@@ -184,11 +184,11 @@ class Settings:
     sweep_interval_seconds: int = setting(
         _int(1), "30", "How often the sweeper publishes unpublished, due and stuck ledger rows.")
     stuck_after_seconds: int = setting(
-        _int(10), "600",
+        _int(3), "600",
         "A row not final this long after its last publish or claim is re-driven; "
         "must exceed the task time limit.")
     task_time_limit_seconds: int = setting(
-        _int(5), "540", "Hard time limit of one capture attempt (the soft limit is 10% earlier).")
+        _int(2), "540", "Hard time limit of one capture attempt (the soft limit is 10% earlier).")
     broker_visibility_timeout_seconds: int = setting(
         _int(10), "900",
         "Redis redelivery window for unacknowledged tasks; must exceed the task time limit.")

@@ -18,21 +18,26 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.models import WAITING_STATES, Recording, State, utcnow
 
-__all__ = ["UNPUBLISHED_GRACE", "mark_enqueued", "rows_to_publish"]
-
-# How long a new row may wait for its web process's relay before the sweeper publishes it.
-UNPUBLISHED_GRACE = timedelta(seconds=10)
+__all__ = ["mark_enqueued", "rows_to_publish"]
 
 
 def rows_to_publish(
-    sessions: sessionmaker[Session], stuck_after: timedelta, limit: int = 500
+    sessions: sessionmaker[Session],
+    stuck_after: timedelta,
+    unpublished_grace: timedelta,
+    limit: int = 500,
 ) -> list[int]:
+    """Ids of rows to publish now, oldest first.
+
+    ``unpublished_grace``: how long a new row may wait for its web process's relay before the
+    sweeper publishes it itself.
+    """
     now = utcnow()
     stale = now - stuck_after
     never_published = and_(
         Recording.state.in_(WAITING_STATES),
         Recording.enqueued_at.is_(None),
-        Recording.updated_at < now - UNPUBLISHED_GRACE,
+        Recording.updated_at < now - unpublished_grace,
         or_(Recording.next_attempt_at.is_(None), Recording.next_attempt_at <= now),
     )
     message_lost = and_(Recording.state.in_(WAITING_STATES), Recording.enqueued_at < stale)

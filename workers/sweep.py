@@ -17,10 +17,12 @@ MAX_BATCHES = 20  # bounded work per run; the next run continues
 
 def sweep(runtime: Runtime, batch_size: int = 500) -> int:
     """Publish due, unpublished and stuck rows; return how many were published."""
-    stuck_after = timedelta(seconds=runtime.settings.stuck_after_seconds)
+    settings = runtime.settings
+    stuck_after = timedelta(seconds=settings.stuck_after_seconds)
+    grace = timedelta(seconds=min(10, 2 * settings.sweep_interval_seconds))
     published = 0
     for _batch in range(MAX_BATCHES):
-        ids = rows_to_publish(runtime.sessions, stuck_after, limit=batch_size)
+        ids = rows_to_publish(runtime.sessions, stuck_after, grace, limit=batch_size)
         if not ids:
             break
         sent = runtime.publish(ids)

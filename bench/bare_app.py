@@ -1,0 +1,55 @@
+"""The receiver benchmark's baseline: a bare Flask route that only verifies the Telnyx signature.
+
+Same settings (``CALLREC_*``), same provider object and the same ``verify`` as callrec's
+``POST /webhooks/telnyx``, then ``{"status": "accepted"}``: no parsing, no ledger, no publish,
+no logging. Serve it with ``gunicorn bench.bare_app:app``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Flask, jsonify, request
+
+from config.settings import load_settings
+from providers.base import WebhookRequest
+from providers.errors import WebhookRejected
+from providers.http import new_http_client
+from providers.registry import Accounts
+
+__all__ = ["app", "create_bare_app"]
+
+
+def create_bare_app() -> Flask:
+    """A Flask app with ``POST /webhooks/telnyx`` (verify only) and ``GET /healthz``."""
+    settings = load_settings()
+    provider = Accounts(settings, new_http_client(settings.http_timeout_seconds)).provider("telnyx")
+    bare = Flask("callrec-bench-bare")
+    bare.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    base = settings.public_base_url
+
+    @bare.post("/webhooks/telnyx")
+    def receive() -> Any:
+        body = request.get_data(cache=False)
+        webhook = WebhookRequest(
+            body=body,
+            headers=request.headers,
+            content_type=(request.mimetype or "").lower(),
+            url=(base + request.full_path.rstrip("?")) if base else request.url,
+            received_at=time.time(),
+        )
+        try:
+            provider.verify(webhook)
+        except WebhookRejected as exc:
+            return jsonify(error=exc.reason), exc.status
+        return jsonify(status="accepted"), 200
+
+    @bare.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(status="ok")
+
+    return bare
+
+
+app = create_bare_app()

@@ -1,0 +1,179 @@
+"""Small helpers shared by the bench scripts: processes, ports, waiting, percentiles, tables.
+
+Kept generic on purpose (no callrec imports): any bench script may use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+__all__ = [
+    "REPO",
+    "ManagedProcess",
+    "free_port",
+    "http_status",
+    "median",
+    "percentile",
+    "print_table",
+    "wait_until",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; ``TimeoutError`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_status(
+    url: str, method: str = "GET", body: bytes | None = None,
+    headers: Mapping[str, str] | None = None, timeout: float = 2.0,
+) -> int | None:
+    """The status of one plain-HTTP request, or None when the server does not answer."""
+    scheme, _, rest = url.partition("://")
+    if scheme != "http":
+        raise ValueError("only http:// URLs")
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    connection = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
+    try:
+        connection.request(method, "/" + path, body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+class ManagedProcess:
+    """A child in its own process group, output to a log file; ``stop()`` ends the group."""
+
+    def __init__(
+        self, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
+        cwd: Path | None = None, name: str | None = None,
+    ) -> None:
+        self.name = name or Path(argv[0]).name
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("ab")
+        self.process = subprocess.Popen(
+            list(argv), env=None if env is None else dict(env), cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the process's output."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL it after ``timeout``; idempotent."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # stray children
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> ManagedProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by the nearest-rank method; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (mean of the middle two for an even count); NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    return str(value)
+
+
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, file: IO[str] | None = None
+) -> None:
+    """Print rows as an aligned plain-text table (numbers right-aligned)."""
+    out = file or sys.stdout
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows)
+               for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if n else v.ljust(w)
+                         for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+
+    print(line(headers), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in cells:
+        print(line(row), file=out)
+    out.flush()
