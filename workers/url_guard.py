@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -22,6 +24,9 @@ from providers.errors import PermanentFailure, RetryLater
 __all__ = ["check_audio_url"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: ``socket.getaddrinfo``-compatible resolver (tests hand in their own; no DNS in CI).
+Resolver = Callable[..., list[tuple[Any, ...]]]
 
 
 def _match(host: str, port: int, allowed: tuple[str, ...]) -> str | None:
@@ -52,7 +57,9 @@ def _is_internal(address: str) -> bool:
     )
 
 
-def check_audio_url(url: str, allowed: tuple[str, ...]) -> httpx.URL:
+def check_audio_url(
+    url: str, allowed: tuple[str, ...], resolve: Resolver = socket.getaddrinfo
+) -> httpx.URL:
     """The parsed URL if it may be fetched; ``PermanentFailure`` naming the rule otherwise."""
     try:
         parsed = httpx.URL(url)
@@ -72,7 +79,7 @@ def check_audio_url(url: str, allowed: tuple[str, ...]) -> httpx.URL:
     if scheme != "https":
         raise PermanentFailure(f"plain http refused for {host} (not listed exactly)")
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        infos = resolve(host, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror:
         raise RetryLater(f"audio host {host} does not resolve") from None
     if any(_is_internal(str(info[4][0])) for info in infos):
