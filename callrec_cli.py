@@ -42,8 +42,10 @@ def config_command(check: bool) -> None:
 
     settings = _settings()
     if check:
-        click.echo(f"configuration ok (ledger {settings.database_url.split(':', 1)[0]}, "
-                   f"storage {settings.storage_url.split(':', 1)[0]})")
+        click.echo(
+            f"configuration ok (ledger {settings.database_url.split(':', 1)[0]}, "
+            f"storage {settings.storage_url.split(':', 1)[0]})"
+        )
         return
     click.echo(markdown_table())
 
@@ -79,17 +81,38 @@ def show(recording_id: int) -> None:
         row = session.get(Recording, recording_id)
         if row is None:
             raise click.ClickException(f"no ledger row {recording_id}")
-        events = session.execute(
-            select(RecordingEvent).where(RecordingEvent.recording_id == recording_id)
-            .order_by(RecordingEvent.id)
-        ).scalars().all()
-    for name in ("id", "provider", "account", "recording_key", "kind", "state", "attempts",
-                 "created_at", "updated_at", "next_attempt_at", "last_error", "storage_key",
-                 "size_bytes", "sha256", "stored_at"):
+        events = (
+            session.execute(
+                select(RecordingEvent)
+                .where(RecordingEvent.recording_id == recording_id)
+                .order_by(RecordingEvent.id)
+            )
+            .scalars()
+            .all()
+        )
+    for name in (
+        "id",
+        "provider",
+        "account",
+        "recording_key",
+        "kind",
+        "state",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "next_attempt_at",
+        "last_error",
+        "storage_key",
+        "size_bytes",
+        "sha256",
+        "stored_at",
+    ):
         click.echo(f"{name:>16}: {getattr(row, name)}")
     for item in events:
-        click.echo(f"  {item.at.isoformat()}  attempt {item.attempt}  {item.state}"
-                   + (f"  {item.detail}" if item.detail else ""))
+        click.echo(
+            f"  {item.at.isoformat()}  attempt {item.attempt}  {item.state}"
+            + (f"  {item.detail}" if item.detail else "")
+        )
 
 
 @main.command()

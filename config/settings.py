@@ -158,69 +158,103 @@ class Settings:
     """The loaded, validated settings. Field ``foo_bar`` is read from ``CALLREC_FOO_BAR``."""
 
     database_url: str = setting(
-        _database_url, lambda: f"sqlite:///{_var_path('ledger.sqlite')()}",
-        "Ledger database: `sqlite:///path` (default, embedded) or `postgresql://…`.")
+        _database_url,
+        lambda: f"sqlite:///{_var_path('ledger.sqlite')()}",
+        "Ledger database: `sqlite:///path` (default, embedded) or `postgresql://…`.",
+    )
     broker_url: str = setting(
-        _broker_url, lambda: f"sqla+sqlite:///{_var_path('broker.sqlite')()}",
-        "Celery broker: `sqla+sqlite:///path` (default, embedded), `redis://…` or `amqp://…`.")
+        _broker_url,
+        lambda: f"sqla+sqlite:///{_var_path('broker.sqlite')()}",
+        "Celery broker: `sqla+sqlite:///path` (default, embedded), `redis://…` or `amqp://…`.",
+    )
     storage_url: str = setting(
-        _storage_url, lambda: f"file://{_var_path('recordings')()}",
-        "Where recordings go: `file:///abs/path` or `s3://bucket/prefix`.")
+        _storage_url,
+        lambda: f"file://{_var_path('recordings')()}",
+        "Where recordings go: `file:///abs/path` or `s3://bucket/prefix`.",
+    )
     s3_endpoint_url: str | None = setting(
-        _optional_str, "", "S3 endpoint override (moto, MinIO); empty means AWS.")
+        _optional_str, "", "S3 endpoint override (moto, MinIO); empty means AWS."
+    )
     s3_region: str = setting(_str, "us-east-1", "S3 region.")
     s3_part_size_bytes: int = setting(
-        _int(5 * 1024 * 1024, 5 * 1024**3), str(8 * 1024 * 1024),
-        "Multipart part size; also the upload buffer of one capture (the memory bound).")
+        _int(5 * 1024 * 1024, 5 * 1024**3),
+        str(8 * 1024 * 1024),
+        "Multipart part size; also the upload buffer of one capture (the memory bound).",
+    )
     queue_prefix: str = setting(
-        _str, "callrec", "Prefix of the Celery queue names (`<prefix>.capture`, `<prefix>.sweep`).")
+        _str, "callrec", "Prefix of the Celery queue names (`<prefix>.capture`, `<prefix>.sweep`)."
+    )
     public_base_url: str | None = setting(
-        _public_base, "",
-        "Public base URL (`scheme://host[:port]`) providers call; route paths are appended.")
+        _public_base,
+        "",
+        "Public base URL (`scheme://host[:port]`) providers call; route paths are appended.",
+    )
     max_body_bytes: int = setting(
-        _int(1024), str(256 * 1024), "Largest webhook body accepted; larger gets 413.")
+        _int(1024), str(256 * 1024), "Largest webhook body accepted; larger gets 413."
+    )
     poll_interval_seconds: int = setting(
-        _int(10), "300", "How often provider list APIs are polled.")
+        _int(10), "300", "How often provider list APIs are polled."
+    )
     sweep_interval_seconds: int = setting(
-        _int(1), "30", "How often the sweeper publishes unpublished, due and stuck ledger rows.")
+        _int(1), "30", "How often the sweeper publishes unpublished, due and stuck ledger rows."
+    )
     stuck_after_seconds: int = setting(
-        _int(3), "600",
+        _int(3),
+        "600",
         "A row not final this long after its last publish or claim is re-driven; "
-        "must exceed the task time limit.")
+        "must exceed the task time limit.",
+    )
     task_time_limit_seconds: int = setting(
-        _int(2), "540", "Hard time limit of one capture attempt (the soft limit is 10% earlier).")
+        _int(2), "540", "Hard time limit of one capture attempt (the soft limit is 10% earlier)."
+    )
     broker_visibility_timeout_seconds: int = setting(
-        _int(10), "900",
-        "Redis redelivery window for unacknowledged tasks; must exceed the task time limit.")
+        _int(10),
+        "900",
+        "Redis redelivery window for unacknowledged tasks; must exceed the task time limit.",
+    )
     max_attempts: int = setting(
-        _int(1, 100), "8", "Capture attempts before a recording is marked failed.")
+        _int(1, 100), "8", "Capture attempts before a recording is marked failed."
+    )
     retry_base_seconds: float = setting(
-        _float(0.0), "2",
-        "First retry delay; doubles each attempt, with jitter, up to RETRY_MAX_SECONDS.")
-    retry_max_seconds: float = setting(
-        _float(0.0), "300", "Longest delay between two attempts.")
+        _float(0.0),
+        "2",
+        "First retry delay; doubles each attempt, with jitter, up to RETRY_MAX_SECONDS.",
+    )
+    retry_max_seconds: float = setting(_float(0.0), "300", "Longest delay between two attempts.")
     url_refreshes: int = setting(
-        _int(0, 20), "3",
-        "Fresh audio URLs fetched within one attempt after an expired or cut download.")
+        _int(0, 20),
+        "3",
+        "Fresh audio URLs fetched within one attempt after an expired or cut download.",
+    )
     http_timeout_seconds: float = setting(
-        _float(0.1), "30", "Connect and read timeout of provider API and audio requests.")
+        _float(0.1), "30", "Connect and read timeout of provider API and audio requests."
+    )
     max_recording_bytes: int = setting(
-        _int(1), str(4 * 1024**3), "Largest recording accepted; a bigger one fails permanently.")
+        _int(1), str(4 * 1024**3), "Largest recording accepted; a bigger one fails permanently."
+    )
     log_level: str = setting(_choice("debug", "info", "warning", "error"), "info", "Log level.")
     log_format: str = setting(
-        _choice("json", "text", "auto"), "auto",
-        "`json`, `text`, or `auto` (text on a terminal, JSON otherwise).")
+        _choice("json", "text", "auto"),
+        "auto",
+        "`json`, `text`, or `auto` (text on a terminal, JSON otherwise).",
+    )
     sentry_dsn: str | None = setting(
-        _optional_str, "", "Sentry DSN; empty disables Sentry.", secret=True)
+        _optional_str, "", "Sentry DSN; empty disables Sentry.", secret=True
+    )
     telnyx_api_key: str | None = setting(
-        _optional_str, "", "Telnyx API key (sent as Bearer).", secret=True)
+        _optional_str, "", "Telnyx API key (sent as Bearer).", secret=True
+    )
     telnyx_public_key: str | None = setting(
-        _optional_str, "",
-        "Telnyx webhook public key, base64 Ed25519 (Mission Control, Keys & Credentials).")
+        _optional_str,
+        "",
+        "Telnyx webhook public key, base64 Ed25519 (Mission Control, Keys & Credentials).",
+    )
     telnyx_api_base: str = setting(_http_base, "https://api.telnyx.com/v2", "Telnyx API base URL.")
     telnyx_audio_hosts: tuple[str, ...] = setting(
-        _host_list, "*.amazonaws.com,*.telnyx.com",
-        "Hosts audio may come from: `host`, `host:port` or `*.suffix`, comma-separated.")
+        _host_list,
+        "*.amazonaws.com,*.telnyx.com",
+        "Hosts audio may come from: `host`, `host:port` or `*.suffix`, comma-separated.",
+    )
     telnyx_format: str = setting(_choice("mp3", "wav"), "mp3", "Audio format captured from Telnyx.")
 
     @property

@@ -27,9 +27,7 @@ BATCH = 256
 
 
 class Relay:
-    def __init__(
-        self, send: SendCapture, sessions: sessionmaker[Session]
-    ) -> None:
+    def __init__(self, send: SendCapture, sessions: sessionmaker[Session]) -> None:
         self._send = send
         self._sessions = sessions
         self._queue: queue.Queue[int | None] = queue.Queue(QUEUE_LIMIT)
@@ -50,8 +48,9 @@ class Relay:
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="callrec-relay",
-                                                    daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._run, name="callrec-relay", daemon=True
+                    )
                     self._thread.start()
 
     def _run(self) -> None:

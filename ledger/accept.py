@@ -29,7 +29,9 @@ class AcceptResult:
     new_ids: list[int] = field(default_factory=list)  # rows created now: publish these
 
 
-def _insert_ignoring_conflict(session: Session, model: type, values: dict[str, object]) -> int | None:
+def _insert_ignoring_conflict(
+    session: Session, model: type, values: dict[str, object]
+) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id; None when the row already existed."""
     dialect = session.get_bind().dialect.name
     factory = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -50,21 +52,28 @@ def _upsert_refs(
     result: AcceptResult,
 ) -> None:
     for ref in refs:
-        new_id = _insert_ignoring_conflict(session, Recording, {
-            "provider": provider,
-            "account": account,
-            "recording_key": ref.ledger_key,
-            "kind": "recording" if ref.recording_id else "lookup",
-            "source": source,
-            "state": State.ACCEPTED,
-            "attempts": 0,
-            "call_id": ref.call_id,
-            "hints": {**dict(ref.hints), **({"lookup": dict(ref.lookup)} if ref.lookup else {})},
-            "parent_id": parent_id,
-            "created_at": now,
-            "updated_at": now,
-            "next_attempt_at": now,
-        })
+        new_id = _insert_ignoring_conflict(
+            session,
+            Recording,
+            {
+                "provider": provider,
+                "account": account,
+                "recording_key": ref.ledger_key,
+                "kind": "recording" if ref.recording_id else "lookup",
+                "source": source,
+                "state": State.ACCEPTED,
+                "attempts": 0,
+                "call_id": ref.call_id,
+                "hints": {
+                    **dict(ref.hints),
+                    **({"lookup": dict(ref.lookup)} if ref.lookup else {}),
+                },
+                "parent_id": parent_id,
+                "created_at": now,
+                "updated_at": now,
+                "next_attempt_at": now,
+            },
+        )
         if new_id is None:
             existing = session.execute(
                 select(Recording.id).where(
@@ -85,13 +94,17 @@ def accept_event(
     """Record a verified webhook delivery and the recordings it announces."""
     now = utcnow()
     with sessions.begin() as session:
-        delivery = _insert_ignoring_conflict(session, Delivery, {
-            "provider": provider,
-            "account": account,
-            "delivery_id": event.delivery_id,
-            "event_type": event.event_type[:128],
-            "received_at": now,
-        })
+        delivery = _insert_ignoring_conflict(
+            session,
+            Delivery,
+            {
+                "provider": provider,
+                "account": account,
+                "delivery_id": event.delivery_id,
+                "event_type": event.event_type[:128],
+                "received_at": now,
+            },
+        )
         if delivery is None:
             return AcceptResult("duplicate")
         if not event.recordings:

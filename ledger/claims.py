@@ -72,8 +72,11 @@ def claim(sessions: sessionmaker[Session], recording_id: int, lease: timedelta) 
         if claimed != 1:
             return None
         row = session.execute(select(Recording).where(Recording.id == recording_id)).scalar_one()
-        session.add(RecordingEvent(recording_id=row.id, at=now, state=State.FETCHING,
-                                   attempt=row.attempts, detail=None))
+        session.add(
+            RecordingEvent(
+                recording_id=row.id, at=now, state=State.FETCHING, attempt=row.attempts, detail=None
+            )
+        )
         return Claim(
             id=row.id,
             token=token,
@@ -108,8 +111,11 @@ def _transition(
             .execution_options(synchronize_session=False)
         ).rowcount
         if changed == 1:
-            session.add(RecordingEvent(recording_id=held.id, at=now, state=state,
-                                       attempt=held.attempt, detail=detail))
+            session.add(
+                RecordingEvent(
+                    recording_id=held.id, at=now, state=state, attempt=held.attempt, detail=detail
+                )
+            )
         return changed == 1
 
 
@@ -135,7 +141,12 @@ def release_for_retry(
     """Put the row back to wait ``delay_seconds``; return when it is due, or None if lost."""
     due = utcnow() + timedelta(seconds=delay_seconds)
     released = _transition(
-        sessions, held, State.RETRYING, reason,
-        last_error=reason, next_attempt_at=due, enqueued_at=None,
+        sessions,
+        held,
+        State.RETRYING,
+        reason,
+        last_error=reason,
+        next_attempt_at=due,
+        enqueued_at=None,
     )
     return due if released else None

@@ -36,8 +36,12 @@ def publish_and_record(
         try:
             send(recording_id, countdown)
         except Exception as exc:
-            logger.warning("publish failed (%s); %s rows left to the sweeper",
-                           type(exc).__name__, len(id_list) - len(sent), exc_info=True)
+            logger.warning(
+                "publish failed (%s); %s rows left to the sweeper",
+                type(exc).__name__,
+                len(id_list) - len(sent),
+                exc_info=True,
+            )
             break
         sent.append(recording_id)
     try:

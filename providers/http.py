@@ -111,7 +111,9 @@ class ApiClient:
             try:
                 return response.json()
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise RetryLater(f"API answered HTTP {status} with a body that is not JSON") from None
+                raise RetryLater(
+                    f"API answered HTTP {status} with a body that is not JSON"
+                ) from None
         reason = self._describe(response)
         if status in RETRYABLE_STATUSES or status >= 500:
             raise RetryLater(f"API {reason}", retry_after_seconds(response.headers))

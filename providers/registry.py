@@ -36,8 +36,10 @@ def _env_account(settings: Settings, cls: type[Provider]) -> Account:
         audio_hosts=tuple(getattr(settings, f"{cls.name}_audio_hosts")),
         credentials={field: read(field) for field in cls.credential_fields},
         options={field: str(read(field)) for field in cls.option_fields},
-        sources={field: env_name(f"{cls.name}_{field}")
-                 for field in (*cls.credential_fields, *cls.option_fields)},
+        sources={
+            field: env_name(f"{cls.name}_{field}")
+            for field in (*cls.credential_fields, *cls.option_fields)
+        },
     )
 
 

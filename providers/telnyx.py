@@ -82,8 +82,13 @@ class TelnyxProvider(Provider):
             raise PayloadInvalid("data.payload has neither recording_id nor call_session_id")
         hints = {
             key: payload[key]
-            for key in ("call_leg_id", "call_control_id", "recording_started_at",
-                        "recording_ended_at", "channels")
+            for key in (
+                "call_leg_id",
+                "call_control_id",
+                "recording_started_at",
+                "recording_ended_at",
+                "channels",
+            )
             if isinstance(payload.get(key), str) and len(payload[key]) <= 256
         }
         ref = RecordingRef(
@@ -128,16 +133,19 @@ class TelnyxProvider(Provider):
         return list(self._pages({"filter[call_session_id]": session}))
 
     def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
-        return self._pages({
-            "filter[created_at][gte]": since.isoformat().replace("+00:00", "Z"),
-            "filter[created_at][lte]": until.isoformat().replace("+00:00", "Z"),
-        })
+        return self._pages(
+            {
+                "filter[created_at][gte]": since.isoformat().replace("+00:00", "Z"),
+                "filter[created_at][lte]": until.isoformat().replace("+00:00", "Z"),
+            }
+        )
 
     def _pages(self, filters: Mapping[str, str]) -> Iterator[RecordingRef]:
         api = self.api(self._api_headers())
         for number in range(1, MAX_PAGES + 1):
-            body = api.get_json("/recordings", {**filters, "page[number]": number,
-                                                "page[size]": PAGE_SIZE})
+            body = api.get_json(
+                "/recordings", {**filters, "page[number]": number, "page[size]": PAGE_SIZE}
+            )
             items = body.get("data") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RetryLater("recordings list answered without a data array")
@@ -148,7 +156,8 @@ class TelnyxProvider(Provider):
                         recording_id=item["id"],
                         call_id=item.get("call_session_id"),
                         hints={
-                            k: v for k, v in _metadata(item).items()
+                            k: v
+                            for k, v in _metadata(item).items()
                             if isinstance(v, str) and k not in ("from", "to")
                         },
                     )
@@ -181,7 +190,7 @@ def _unwrap(body: Any) -> dict[str, Any] | None:
 def _metadata(item: Mapping[str, Any]) -> dict[str, Any]:
     """Fields for the metadata record; download URLs are deliberately left out."""
     duration = item.get("duration_millis")
-    channels = {"single": 1, "dual": 2}.get(str(item.get("channels")), None)
+    channels = {"single": 1, "dual": 2}.get(str(item.get("channels")))
     record: dict[str, Any] = {
         "call_id": item.get("call_session_id"),
         "started_at": item.get("recording_started_at"),
@@ -189,8 +198,17 @@ def _metadata(item: Mapping[str, Any]) -> dict[str, Any]:
         "duration_seconds": duration / 1000 if isinstance(duration, int | float) else None,
         "channels": channels,
     }
-    for key in ("call_leg_id", "call_control_id", "conference_id", "connection_id", "source",
-                "initiated_by", "created_at", "from", "to"):
+    for key in (
+        "call_leg_id",
+        "call_control_id",
+        "conference_id",
+        "connection_id",
+        "source",
+        "initiated_by",
+        "created_at",
+        "from",
+        "to",
+    ):
         if item.get(key) is not None:
             record[key] = item[key]
     return record

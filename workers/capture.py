@@ -60,8 +60,9 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
     if held is None:
         logger.debug("recording %s not claimable (final, busy or not due)", recording_id)
         return CaptureOutcome("skipped")
-    with log_context(recording=held.id, provider=held.provider, account=held.account,
-                     attempt=held.attempt):
+    with log_context(
+        recording=held.id, provider=held.provider, account=held.account, attempt=held.attempt
+    ):
         try:
             provider = runtime.accounts.provider(held.provider, held.account)
             if held.kind == "lookup":
@@ -96,8 +97,15 @@ def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> Capture
             continue
         record = _metadata_record(held, download, key, size, sha256, host)
         _write_metadata(runtime, key, record)
-        finish(runtime.sessions, held, State.STORED, storage_key=key, size_bytes=size,
-               sha256=sha256, last_error=None)
+        finish(
+            runtime.sessions,
+            held,
+            State.STORED,
+            storage_key=key,
+            size_bytes=size,
+            sha256=sha256,
+            last_error=None,
+        )
         logger.info("stored %s bytes sha256=%s", size, sha256[:12])
         return CaptureOutcome(State.STORED)
     assert last is not None
@@ -109,8 +117,9 @@ def _store_audio(
 ) -> tuple[int, str, str]:
     """Stream the audio into storage; return (size, sha256, source host)."""
     settings = runtime.settings
-    with open_audio(runtime.http, download, provider.account.audio_hosts,
-                    settings.max_recording_bytes) as stream:
+    with open_audio(
+        runtime.http, download, provider.account.audio_hosts, settings.max_recording_bytes
+    ) as stream:
         try:
             runtime.storage.write(key, stream.chunks(), content_type=download.content_type)
         except ObjectExists:
@@ -187,11 +196,13 @@ def _resolve(runtime: Runtime, provider: Provider, held: Claim) -> CaptureOutcom
     refs = provider.resolve(lookup)
     if not refs:
         raise RetryLater("the provider lists no recording for this call yet")
-    result = accept_refs(runtime.sessions, held.provider, held.account, refs,
-                         source="lookup", parent_id=held.id)
+    result = accept_refs(
+        runtime.sessions, held.provider, held.account, refs, source="lookup", parent_id=held.id
+    )
     runtime.publish(result.new_ids)
     detail = f"resolved into {len(result.recording_ids)} recording(s): " + ",".join(
-        str(i) for i in result.recording_ids)
+        str(i) for i in result.recording_ids
+    )
     finish(runtime.sessions, held, State.RESOLVED, detail=detail[:1000], last_error=None)
     logger.info("lookup %s", detail[:200])
     return CaptureOutcome(State.RESOLVED, detail)
@@ -220,5 +231,5 @@ def _retry(runtime: Runtime, held: Claim, reason: str, retry_after: float | None
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: base·2^(attempt-1), scaled by 0.5–1.0, capped."""
+    """Exponential backoff with jitter: base·2^(attempt-1), scaled by 0.5 to 1.0, capped."""
     return min(cap, base * 2 ** max(0, attempt - 1) * (0.5 + random.random() / 2))

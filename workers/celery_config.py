@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config.settings import Settings
 
@@ -28,6 +28,10 @@ def capture_queue(settings: Settings) -> str:
 
 def sweep_queue(settings: Settings) -> str:
     return f"{settings.queue_prefix}.sweep"
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -55,9 +59,15 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_timeout=5,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_publish_retry=True,
-        task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                   "interval_step": 0.5, "interval_max": 2},
-        task_queues=[Queue(capture_queue(settings)), Queue(sweep_queue(settings))],
+        task_publish_retry_policy={
+            "max_retries": 3,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 2,
+        },
+        # Each queue its own direct exchange and key: otherwise kombu binds both to the default
+        # exchange with the same key and every message lands in both queues.
+        task_queues=[_queue(capture_queue(settings)), _queue(sweep_queue(settings))],
         task_default_queue=capture_queue(settings),
         task_routes={
             "callrec.capture": {"queue": capture_queue(settings)},

@@ -102,5 +102,7 @@ def _raise_for_status(response: httpx.Response) -> None:
     if status in EXPIRED_STATUSES:
         raise UrlExpired(f"audio URL refused with HTTP {status}")
     if status in (408, 425, 429) or status >= 500:
-        raise RetryLater(f"audio host answered HTTP {status}", retry_after_seconds(response.headers))
+        raise RetryLater(
+            f"audio host answered HTTP {status}", retry_after_seconds(response.headers)
+        )
     raise PermanentFailure(f"audio host answered HTTP {status}")

@@ -23,8 +23,9 @@ _runtime_lock = threading.Lock()
 
 
 def _send_capture(recording_id: int, countdown: float | None) -> None:
-    capture_task.apply_async(args=[recording_id], countdown=countdown,
-                             queue=capture_queue(settings))
+    capture_task.apply_async(
+        args=[recording_id], countdown=countdown, queue=capture_queue(settings)
+    )
 
 
 def get_runtime() -> Runtime:

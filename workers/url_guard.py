@@ -36,8 +36,9 @@ def _match(host: str, port: int, allowed: tuple[str, ...]) -> str | None:
             if host.endswith(entry[1:]) and host != entry[2:]:
                 return "wildcard"
             continue
-        entry_host, sep, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (
-            entry, "", "")
+        entry_host, sep, entry_port = (
+            entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        )
         if sep:
             if host == entry_host and str(port) == entry_port:
                 return "exact"
@@ -51,8 +52,12 @@ def _is_internal(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return bool(
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-        or ip.is_unspecified or ip.is_reserved
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_unspecified
+        or ip.is_reserved
         or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"))
     )
 

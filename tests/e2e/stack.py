@@ -41,8 +41,12 @@ class Stack:
 
     # -- driving ----------------------------------------------------------------------------------
     def send(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.post(f"{self.web_url}/webhooks/telnyx", content=body,
-                          headers=headers or self.signer.headers(body), timeout=20)
+        return httpx.post(
+            f"{self.web_url}/webhooks/telnyx",
+            content=body,
+            headers=headers or self.signer.headers(body),
+            timeout=20,
+        )
 
     def announce(self, rec: EmulatedRecording, **kwargs: Any) -> httpx.Response:
         body = self.signer.recording_saved_body(rec, **kwargs)
@@ -124,10 +128,17 @@ def start_stack(tmp_path: Path, *, beat: bool = False, **overrides: str) -> Stac
     settings = settings_from(env)
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
-    storage = storage_from_url(settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url,
-                               s3_region=settings.s3_region)
-    stack = Stack(env=env, emulator=emulator, signer=signer, web_url="", storage=storage,
-                  sessions=make_session_factory(engine))
+    storage = storage_from_url(
+        settings.storage_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+    )
+    stack = Stack(
+        env=env,
+        emulator=emulator,
+        signer=signer,
+        web_url="",
+        storage=storage,
+        sessions=make_session_factory(engine),
+    )
     stack._closers.append(emulator.stop)
     stack._closers.append(engine.dispose)
     try:

@@ -24,8 +24,13 @@ def test_rows_never_published_are_swept_and_stored(tmp_path: Path) -> None:
     stack = start_stack(tmp_path, beat=True)
     try:
         recs = [stack.emulator.add_recording(size=20_000) for _ in range(3)]
-        result = accept_refs(stack.sessions, "telnyx", "default",
-                             [RecordingRef(recording_id=rec.id) for rec in recs], source="test")
+        result = accept_refs(
+            stack.sessions,
+            "telnyx",
+            "default",
+            [RecordingRef(recording_id=rec.id) for rec in recs],
+            source="test",
+        )
         assert len(result.new_ids) == 3  # committed, and no message published for them
         for rec in recs:
             row = stack.wait_final(rec.id, timeout=60)
@@ -42,8 +47,8 @@ def test_webhook_is_acknowledged_while_the_broker_is_down(tmp_path: Path) -> Non
     require_server("Redis", REDIS_URL)
     stack = start_stack(tmp_path, beat=True, CALLREC_BROKER_URL=REDIS_URL)
     try:
-        from ingest.app import create_app
         from emulators.server import LoopbackServer
+        from ingest.app import create_app
         from tests.fixtures.callrec import settings_from
 
         dead_broker = settings_from({**stack.env, "CALLREC_BROKER_URL": "redis://127.0.0.1:9/0"})
@@ -65,14 +70,18 @@ def test_worker_killed_mid_download_is_redriven(tmp_path: Path) -> None:
     """SIGKILL the whole worker while it streams; the embedded broker forgets the message
     (kombu's SQLite transport never redelivers), the claim's lease expires, the sweeper
     re-publishes, a new worker stores the recording once, byte-exact."""
-    stack = start_stack(tmp_path, beat=True, CALLREC_TASK_TIME_LIMIT_SECONDS="6",
-                        CALLREC_STUCK_AFTER_SECONDS="8")
+    stack = start_stack(
+        tmp_path, beat=True, CALLREC_TASK_TIME_LIMIT_SECONDS="6", CALLREC_STUCK_AFTER_SECONDS="8"
+    )
     try:
         rec = stack.emulator.add_recording(size=200_000)
         stack.emulator.inject("audio", "slow", seconds=30)
         stack.announce(rec)
-        wait_for(lambda: (row := stack.row(rec.id)) is not None and row.state == "fetching",
-                 20, what="the capture to start")
+        wait_for(
+            lambda: (row := stack.row(rec.id)) is not None and row.state == "fetching",
+            20,
+            what="the capture to start",
+        )
         worker = stack.processes[0]
         os.killpg(worker.process.pid, signal.SIGKILL)
         worker.process.wait(10)

@@ -43,7 +43,9 @@ def _server_env(kind: str, request: pytest.FixtureRequest, database: str) -> dic
 
 
 @pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     for mark in STACKS[request.param]:
         request.applymarker(mark)
     tmp = tmp_path_factory.mktemp(request.param)
@@ -66,8 +68,11 @@ def _clean_faults(stack: Stack) -> Iterator[None]:
 
 
 def api_gets(stack: Stack, recording_id: str) -> list[float]:
-    return [r.at for r in stack.emulator.requests
-            if r.method == "GET" and r.path.endswith(f"/recordings/{recording_id}")]
+    return [
+        r.at
+        for r in stack.emulator.requests
+        if r.method == "GET" and r.path.endswith(f"/recordings/{recording_id}")
+    ]
 
 
 def test_webhook_ends_as_audio_and_metadata_record(stack: Stack) -> None:

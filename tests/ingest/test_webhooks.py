@@ -26,8 +26,9 @@ BODY = (PAYLOADS / "call.recording.saved.tutorial.json").read_bytes()
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    env = base_env(tmp_path, CALLREC_TELNYX_PUBLIC_KEY=SIGNER.public_key_b64,
-                   CALLREC_MAX_BODY_BYTES="4096")
+    env = base_env(
+        tmp_path, CALLREC_TELNYX_PUBLIC_KEY=SIGNER.public_key_b64, CALLREC_MAX_BODY_BYTES="4096"
+    )
     settings = settings_from(env)
     migrate(settings.database_url)
     application = create_app(settings)
@@ -45,10 +46,15 @@ def count(app: Flask, model: type) -> int:
         return int(session.execute(select(func.count()).select_from(model)).scalar_one())
 
 
-def post(client: FlaskClient, body: bytes, headers: dict[str, str] | None = None,
-         path: str = "/webhooks/telnyx") -> tuple[int, dict[str, object]]:
-    response = client.post(path, data=body,
-                           headers=SIGNER.headers(body) if headers is None else headers)
+def post(
+    client: FlaskClient,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    path: str = "/webhooks/telnyx",
+) -> tuple[int, dict[str, object]]:
+    response = client.post(
+        path, data=body, headers=SIGNER.headers(body) if headers is None else headers
+    )
     return response.status_code, response.get_json()
 
 
@@ -96,11 +102,14 @@ def test_ignored_event_type_is_acknowledged(app: Flask, client: FlaskClient) -> 
     assert count(app, Recording) == 0
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"telnyx-timestamp": str(int(time.time()))},
-    {"content-type": "application/json"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"telnyx-timestamp": str(int(time.time()))},
+        {"content-type": "application/json"},
+    ],
+)
 def test_missing_signature_is_401(client: FlaskClient, headers: dict[str, str]) -> None:
     status, body = post(client, BODY, headers)
     assert status == 401 and body == {"error": "signature verification failed"}
@@ -177,8 +186,11 @@ def test_concurrent_identical_deliveries_make_one_row(app: Flask, web_server_app
     results: list[int] = []
 
     def send() -> None:
-        results.append(httpx.post(web_server_app + "/webhooks/telnyx", content=BODY,
-                                  headers=headers, timeout=20).status_code)
+        results.append(
+            httpx.post(
+                web_server_app + "/webhooks/telnyx", content=BODY, headers=headers, timeout=20
+            ).status_code
+        )
 
     threads = [threading.Thread(target=send) for _ in range(20)]
     for thread in threads:

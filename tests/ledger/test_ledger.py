@@ -46,8 +46,11 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[session
 
 
 def event(delivery: str, *recording_ids: str) -> WebhookEvent:
-    return WebhookEvent(delivery_id=delivery, event_type="call.recording.saved",
-                        recordings=tuple(RecordingRef(recording_id=r) for r in recording_ids))
+    return WebhookEvent(
+        delivery_id=delivery,
+        event_type="call.recording.saved",
+        recordings=tuple(RecordingRef(recording_id=r) for r in recording_ids),
+    )
 
 
 def age(sessions: sessionmaker[Session], row_id: int, **seconds_ago: float) -> None:
@@ -129,8 +132,9 @@ def test_retry_waits_until_due(sessions: sessionmaker) -> None:
 
 
 def test_sweeper_selection_rules(sessions: sessionmaker) -> None:
-    ids = accept_refs(sessions, "telnyx", "default",
-                      [RecordingRef(f"r{i}") for i in range(5)], source="t").new_ids
+    ids = accept_refs(
+        sessions, "telnyx", "default", [RecordingRef(f"r{i}") for i in range(5)], source="t"
+    ).new_ids
     fresh, unpublished, published, lost, stuck = ids
     assert rows_to_publish(sessions, LEASE, GRACE) == []  # all within the relay's grace
     age(sessions, unpublished, updated_at=30)

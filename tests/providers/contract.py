@@ -38,16 +38,24 @@ class ProviderWebhookContract:
     def test_tampered_body_is_rejected(self) -> None:
         request = self.signed(self.capture_body())
         tampered = WebhookRequest(
-            body=request.body.replace(b'"', b"'", 1), headers=request.headers,
-            content_type=request.content_type, url=request.url, received_at=request.received_at,
+            body=request.body.replace(b'"', b"'", 1),
+            headers=request.headers,
+            content_type=request.content_type,
+            url=request.url,
+            received_at=request.received_at,
         )
         with pytest.raises(SignatureInvalid):
             self.make_provider().verify(tampered)
 
     def test_missing_signature_headers_are_rejected(self) -> None:
         request = self.signed(self.capture_body())
-        bare = WebhookRequest(body=request.body, headers={}, content_type=request.content_type,
-                              url=request.url, received_at=request.received_at)
+        bare = WebhookRequest(
+            body=request.body,
+            headers={},
+            content_type=request.content_type,
+            url=request.url,
+            received_at=request.received_at,
+        )
         with pytest.raises(SignatureInvalid):
             self.make_provider().verify(bare)
 
@@ -60,17 +68,22 @@ class ProviderWebhookContract:
         event = self.make_provider().parse(self.signed(self.ignored_body()))
         assert event.recordings == ()
 
-    @pytest.mark.parametrize("body", [b"{", b"[]", b"\xff\xfe", b"[" * 100_000, b"1" * 5000,
-                                      b"{}", b'{"data": 1}'])
+    @pytest.mark.parametrize(
+        "body", [b"{", b"[]", b"\xff\xfe", b"[" * 100_000, b"1" * 5000, b"{}", b'{"data": 1}']
+    )
     def test_malformed_bodies_are_payload_errors(self, body: bytes) -> None:
         with pytest.raises(PayloadInvalid):
             self.make_provider().parse(self.signed(body))
 
     def test_foreign_content_type_is_415(self) -> None:
         request = self.signed(self.capture_body())
-        odd = WebhookRequest(body=request.body, headers=request.headers,
-                             content_type="text/plain", url=request.url,
-                             received_at=request.received_at)
+        odd = WebhookRequest(
+            body=request.body,
+            headers=request.headers,
+            content_type="text/plain",
+            url=request.url,
+            received_at=request.received_at,
+        )
         with pytest.raises(UnsupportedMediaType):
             self.make_provider().check_content_type(odd)
 

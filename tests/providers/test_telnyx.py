@@ -23,16 +23,24 @@ SIGNER = TelnyxWebhookSigner(SigningKey(b"\x01" * 32))
 
 def account(public_key: str | None = SIGNER.public_key_b64) -> Account:
     return Account(
-        provider="telnyx", name="default", api_base="http://127.0.0.1:9/v2",
-        audio_hosts=("127.0.0.1",), credentials={"api_key": "k", "public_key": public_key},
-        options={"format": "mp3"}, sources={"public_key": "CALLREC_TELNYX_PUBLIC_KEY"},
+        provider="telnyx",
+        name="default",
+        api_base="http://127.0.0.1:9/v2",
+        audio_hosts=("127.0.0.1",),
+        credentials={"api_key": "k", "public_key": public_key},
+        options={"format": "mp3"},
+        sources={"public_key": "CALLREC_TELNYX_PUBLIC_KEY"},
     )
 
 
 def request(body: bytes, headers: dict[str, str], now: float | None = None) -> WebhookRequest:
-    return WebhookRequest(body=body, headers=Headers(headers), content_type="application/json",
-                          url="http://127.0.0.1/webhooks/telnyx",
-                          received_at=time.time() if now is None else now)
+    return WebhookRequest(
+        body=body,
+        headers=Headers(headers),
+        content_type="application/json",
+        url="http://127.0.0.1/webhooks/telnyx",
+        received_at=time.time() if now is None else now,
+    )
 
 
 class TestTelnyxWebhookContract(ProviderWebhookContract):
@@ -134,13 +142,16 @@ def test_redelivery_with_new_attempt_keeps_the_delivery_id() -> None:
     assert first.delivery_id == second.delivery_id
 
 
-@pytest.mark.parametrize("body", [
-    b'{"data":{"event_type":"call.recording.saved","payload":{}}}',
-    b'{"data":{"id":"x","event_type":"call.recording.saved","payload":{}}}',
-    b'{"data":{"id":"x","event_type":"call.recording.saved","payload":[]}}',
-    b'{"data":{"id":"x","event_type":"call.recording.saved","payload":{"recording_id":5}}}',
-    b'{"data":{"id":"' + b"x" * 300 + b'","event_type":"call.recording.saved"}}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data":{"event_type":"call.recording.saved","payload":{}}}',
+        b'{"data":{"id":"x","event_type":"call.recording.saved","payload":{}}}',
+        b'{"data":{"id":"x","event_type":"call.recording.saved","payload":[]}}',
+        b'{"data":{"id":"x","event_type":"call.recording.saved","payload":{"recording_id":5}}}',
+        b'{"data":{"id":"' + b"x" * 300 + b'","event_type":"call.recording.saved"}}',
+    ],
+)
 def test_unknown_shapes_are_payload_errors(body: bytes) -> None:
     from providers.errors import PayloadInvalid
 

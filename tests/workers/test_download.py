@@ -22,10 +22,12 @@ def client() -> Iterator[httpx.Client]:
         yield http
 
 
-def read_all(http: httpx.Client, url: str, allowed: tuple[str, ...],
-             max_bytes: int = 10**9) -> tuple[int, str]:
-    with open_audio(http, Download(url=url, format="mp3", content_type="audio/mpeg"),
-                    allowed, max_bytes) as stream:
+def read_all(
+    http: httpx.Client, url: str, allowed: tuple[str, ...], max_bytes: int = 10**9
+) -> tuple[int, str]:
+    with open_audio(
+        http, Download(url=url, format="mp3", content_type="audio/mpeg"), allowed, max_bytes
+    ) as stream:
         for _chunk in stream.chunks():
             pass
         return stream.size, stream.sha256
@@ -34,12 +36,15 @@ def read_all(http: httpx.Client, url: str, allowed: tuple[str, ...],
 def test_exact_bytes_and_hash(telnyx_emulator: TelnyxEmulator, client: httpx.Client) -> None:
     rec = telnyx_emulator.add_recording(size=1_000_003)
     url = telnyx_emulator.presign(rec.id, "mp3")
-    assert read_all(client, url, (telnyx_emulator.audio_host,)) == (1_000_003,
-                                                                    rec.audio("mp3").sha256())
+    assert read_all(client, url, (telnyx_emulator.audio_host,)) == (
+        1_000_003,
+        rec.audio("mp3").sha256(),
+    )
 
 
-def test_cut_stream_raises_never_returns_short(telnyx_emulator: TelnyxEmulator,
-                                               client: httpx.Client) -> None:
+def test_cut_stream_raises_never_returns_short(
+    telnyx_emulator: TelnyxEmulator, client: httpx.Client
+) -> None:
     rec = telnyx_emulator.add_recording(size=500_000)
     telnyx_emulator.inject("audio", "truncate", after_bytes=100_000)
     with pytest.raises(StreamCut):
@@ -63,8 +68,12 @@ def test_server_error_is_retryable(telnyx_emulator: TelnyxEmulator, client: http
 def test_size_limit(telnyx_emulator: TelnyxEmulator, client: httpx.Client) -> None:
     rec = telnyx_emulator.add_recording(size=50_000)
     with pytest.raises(PermanentFailure, match="exceeds"):
-        read_all(client, telnyx_emulator.presign(rec.id, "mp3"), (telnyx_emulator.audio_host,),
-                 max_bytes=10_000)
+        read_all(
+            client,
+            telnyx_emulator.presign(rec.id, "mp3"),
+            (telnyx_emulator.audio_host,),
+            max_bytes=10_000,
+        )
 
 
 @pytest.fixture
@@ -74,7 +83,9 @@ def redirector() -> Iterator[LoopbackServer]:
     @Request.application
     def app(request: Request) -> Response:
         if request.path.startswith("/to/"):
-            return Response(status=302, headers={"location": request.path[4:].replace("~", "://", 1)})
+            return Response(
+                status=302, headers={"location": request.path[4:].replace("~", "://", 1)}
+            )
         if request.path == "/loop":
             return Response(status=302, headers={"location": "/loop"})
         return Response(body, headers={"content-length": str(len(body))})
@@ -83,16 +94,19 @@ def redirector() -> Iterator[LoopbackServer]:
         yield server
 
 
-def test_redirect_within_allowed_hosts_is_followed(redirector: LoopbackServer,
-                                                   client: httpx.Client) -> None:
+def test_redirect_within_allowed_hosts_is_followed(
+    redirector: LoopbackServer, client: httpx.Client
+) -> None:
     allowed = (f"127.0.0.1:{redirector.port}",)
-    size, sha = read_all(client, f"{redirector.url}/to/http~127.0.0.1:{redirector.port}/file",
-                         allowed)
+    size, sha = read_all(
+        client, f"{redirector.url}/to/http~127.0.0.1:{redirector.port}/file", allowed
+    )
     assert (size, sha) == (1000, hashlib.sha256(b"x" * 1000).hexdigest())
 
 
-def test_redirect_to_another_host_is_refused(redirector: LoopbackServer,
-                                             client: httpx.Client) -> None:
+def test_redirect_to_another_host_is_refused(
+    redirector: LoopbackServer, client: httpx.Client
+) -> None:
     allowed = (f"127.0.0.1:{redirector.port}",)
     with pytest.raises(PermanentFailure, match="not in the allowed"):
         read_all(client, f"{redirector.url}/to/http~169.254.169.254/latest/meta-data", allowed)
