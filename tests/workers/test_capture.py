@@ -1,0 +1,207 @@
+"""One capture attempt in-process (no Celery), against the emulator over real HTTP and real
+storage: what a retry finds in storage, formats, list shapes, attempt limits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulators.telnyx import TelnyxEmulator
+from ledger import State, accept_refs, migrate
+from providers.base import RecordingRef
+from storage import metadata_key, recording_key
+from tests.fixtures.callrec import base_env, settings_from
+from workers.capture import capture
+from workers.runtime import Runtime, build_runtime
+
+Sent = list[tuple[int, float | None]]
+
+
+@pytest.fixture
+def sent() -> Sent:
+    return []
+
+
+def make_runtime(tmp_path: Path, emulator: TelnyxEmulator, sent: Sent, **overrides: str) -> Runtime:
+    env = base_env(
+        tmp_path,
+        **{
+            "CALLREC_TELNYX_API_KEY": emulator.api_key,
+            "CALLREC_TELNYX_API_BASE": emulator.base_url,
+            "CALLREC_TELNYX_AUDIO_HOSTS": emulator.audio_host,
+            **overrides,
+        },
+    )
+    settings = settings_from(env)
+    migrate(settings.database_url)
+    return build_runtime(settings, lambda rid, countdown: sent.append((rid, countdown)))
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent) -> Iterator[Runtime]:
+    built = make_runtime(tmp_path, telnyx_emulator, sent)
+    yield built
+    built.close()
+
+
+def accept(runtime: Runtime, recording_id: str | None = None, **lookup: str) -> int:
+    ref = RecordingRef(recording_id=recording_id, lookup=tuple(lookup.items()))
+    (row_id,) = accept_refs(runtime.sessions, "telnyx", "default", [ref], source="test").new_ids
+    return row_id
+
+
+def test_object_already_stored_with_same_bytes_counts_as_stored(
+    runtime: Runtime, telnyx_emulator: TelnyxEmulator
+) -> None:
+    """A previous attempt wrote the audio and died before its record and the ledger update."""
+    rec = telnyx_emulator.add_recording(size=70_000)
+    key = recording_key("telnyx", "default", rec.id, "mp3")
+    runtime.storage.write(key, rec.audio("mp3").iter_bytes(), content_type="audio/mpeg")
+    outcome = capture(runtime, accept(runtime, rec.id))
+    assert outcome.state == State.STORED
+    assert json.loads(b"".join(runtime.storage.read(metadata_key(key))))["sha256"] == (
+        rec.audio("mp3").sha256()
+    )
+
+
+def test_different_object_under_the_key_is_never_replaced(
+    runtime: Runtime, telnyx_emulator: TelnyxEmulator
+) -> None:
+    rec = telnyx_emulator.add_recording(size=70_000)
+    key = recording_key("telnyx", "default", rec.id, "mp3")
+    runtime.storage.write(key, iter([b"something else"]), content_type="audio/mpeg")
+    outcome = capture(runtime, accept(runtime, rec.id))
+    assert outcome.state == State.FAILED
+    assert outcome.detail is not None and "different object" in outcome.detail
+    assert b"".join(runtime.storage.read(key)) == b"something else"
+
+
+def test_second_run_of_a_stored_row_does_nothing(
+    runtime: Runtime, telnyx_emulator: TelnyxEmulator
+) -> None:
+    rec = telnyx_emulator.add_recording(size=1000)
+    row_id = accept(runtime, rec.id)
+    assert capture(runtime, row_id).state == State.STORED
+    requests_before = len(telnyx_emulator.requests)
+    assert capture(runtime, row_id).state == "skipped"
+    assert len(telnyx_emulator.requests) == requests_before
+
+
+def test_wav_format_setting_stores_one_wav_object(
+    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+) -> None:
+    runtime = make_runtime(tmp_path, telnyx_emulator, sent, CALLREC_TELNYX_FORMAT="wav")
+    try:
+        rec = telnyx_emulator.add_recording(size=10_000)
+        assert capture(runtime, accept(runtime, rec.id)).state == State.STORED
+        wav = recording_key("telnyx", "default", rec.id, "wav")
+        stat = runtime.storage.stat(wav)
+        assert stat is not None and stat.size == rec.wav_size
+        assert runtime.storage.stat(recording_key("telnyx", "default", rec.id, "mp3")) is None
+        record = json.loads(b"".join(runtime.storage.read(metadata_key(wav))))
+        assert (record["format"], record["content_type"]) == ("wav", "audio/wav")
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["flat-items", "wrapped-items"])
+def test_lookup_reads_both_list_shapes(tmp_path: Path, sent: Sent, wrapped: bool) -> None:
+    with TelnyxEmulator(list_wrapped=wrapped) as emulator:
+        runtime = make_runtime(tmp_path, emulator, sent)
+        try:
+            first = emulator.add_recording(call_session_id="s-1", size=100)
+            second = emulator.add_recording(call_session_id="s-1", size=100)
+            emulator.add_recording(call_session_id="s-2", size=100)
+            outcome = capture(runtime, accept(runtime, call_session_id="s-1"))
+            assert outcome.state == State.RESOLVED
+            assert len(sent) == 2  # one wake-up per recording found
+            for row_id, _countdown in sent:
+                assert capture(runtime, row_id).state == State.STORED
+            for rec in (first, second):
+                assert runtime.storage.stat(recording_key("telnyx", "default", rec.id, "mp3"))
+        finally:
+            runtime.close()
+
+
+def test_attempts_are_bounded_then_failed_with_the_reason(
+    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+) -> None:
+    runtime = make_runtime(
+        tmp_path,
+        telnyx_emulator,
+        sent,
+        CALLREC_MAX_ATTEMPTS="2",
+        CALLREC_RETRY_BASE_SECONDS="0",
+        CALLREC_RETRY_MAX_SECONDS="0",
+    )
+    try:
+        rec = telnyx_emulator.add_recording(size=100)
+        telnyx_emulator.inject("api", "500", times=5)
+        row_id = accept(runtime, rec.id)
+        first = capture(runtime, row_id)
+        assert first.state == State.RETRYING and sent == [(row_id, 0.0)]
+        second = capture(runtime, row_id)
+        assert second.state == State.FAILED
+        assert second.detail == "gave up after 2 attempts: API HTTP 500 500 Internal Server Error"
+    finally:
+        runtime.close()
+
+
+def test_missing_api_key_retries_naming_the_setting(
+    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+) -> None:
+    runtime = make_runtime(tmp_path, telnyx_emulator, sent)
+    runtime.accounts = type(runtime.accounts)(
+        settings_from({**base_env(tmp_path), "CALLREC_TELNYX_API_BASE": telnyx_emulator.base_url}),
+        runtime.http,
+    )
+    try:
+        outcome = capture(runtime, accept(runtime, "r-1"))
+        assert outcome.state == State.RETRYING
+        assert outcome.detail == "not configured: CALLREC_TELNYX_API_KEY is not set"
+    finally:
+        runtime.close()
+
+
+def test_audio_host_not_allowed_fails_permanently(
+    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+) -> None:
+    runtime = make_runtime(
+        tmp_path, telnyx_emulator, sent, CALLREC_TELNYX_AUDIO_HOSTS="*.amazonaws.com"
+    )
+    try:
+        rec = telnyx_emulator.add_recording(size=100)
+        outcome = capture(runtime, accept(runtime, rec.id))
+        assert outcome.state == State.FAILED
+        assert outcome.detail is not None and "not in the allowed audio hosts" in outcome.detail
+    finally:
+        runtime.close()
+
+
+@pytest.mark.s3
+def test_capture_to_s3_multipart_is_exact(
+    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent, s3_bucket: tuple[str, str]
+) -> None:
+    endpoint, bucket = s3_bucket
+    runtime = make_runtime(
+        tmp_path,
+        telnyx_emulator,
+        sent,
+        CALLREC_STORAGE_URL=f"s3://{bucket}/rec",
+        CALLREC_S3_ENDPOINT_URL=endpoint,
+        CALLREC_S3_PART_SIZE_BYTES=str(5 * 1024 * 1024),
+    )
+    try:
+        rec = telnyx_emulator.add_recording(size=12 * 1024 * 1024 + 7)
+        assert capture(runtime, accept(runtime, rec.id)).state == State.STORED
+        key = recording_key("telnyx", "default", rec.id, "mp3")
+        digest = hashlib.sha256()
+        for chunk in runtime.storage.read(key):
+            digest.update(chunk)
+        assert digest.hexdigest() == rec.audio("mp3").sha256()
+    finally:
+        runtime.close()
