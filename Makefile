@@ -16,9 +16,10 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-8000} web worker beat
 
-## test: lint, then every test (server tests skip locally when a server is missing; never in CI)
+## test: lint and type-check, then every test (server tests skip locally when a server is missing; never in CI)
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy config providers ledger ingest workers storage emulators callrec_cli.py
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed

@@ -11,11 +11,11 @@ __all__ = ["configure_sentry"]
 
 
 def _before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
-    return redact_value(event)  # type: ignore[no-any-return]
+    return redact_value(event)
 
 
 def _before_breadcrumb(crumb: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
-    return redact_value(crumb)  # type: ignore[no-any-return]
+    return redact_value(crumb)
 
 
 def configure_sentry(settings: Settings, component: str) -> bool:
@@ -32,7 +32,7 @@ def configure_sentry(settings: Settings, component: str) -> bool:
         max_request_body_size="never",
         include_local_variables=False,
         before_send=_before_send,  # type: ignore[arg-type]
-        before_breadcrumb=_before_breadcrumb,  # type: ignore[arg-type]
+        before_breadcrumb=_before_breadcrumb,
         integrations=[FlaskIntegration(), CeleryIntegration()],
         server_name=component,
     )

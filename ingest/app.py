@@ -68,4 +68,4 @@ def create_app(settings: Settings) -> Flask:
 def state() -> IngestState:
     from flask import current_app
 
-    return current_app.extensions["callrec"]  # type: ignore[no-any-return]
+    return current_app.extensions["callrec"]

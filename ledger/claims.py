@@ -45,7 +45,7 @@ def claim(sessions: sessionmaker[Session], recording_id: int, lease: timedelta) 
     now = utcnow()
     token = str(uuid.uuid4())
     with sessions.begin() as session:
-        claimed = session.execute(
+        claimed = session.execute(  # type: ignore[attr-defined]
             update(Recording)
             .where(
                 Recording.id == recording_id,
@@ -100,7 +100,7 @@ def _transition(
 ) -> bool:
     now = utcnow()
     with sessions.begin() as session:
-        changed = session.execute(
+        changed = session.execute(  # type: ignore[attr-defined]
             update(Recording)
             .where(
                 Recording.id == held.id,

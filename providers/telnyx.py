@@ -115,8 +115,8 @@ class TelnyxProvider(Provider):
         if status not in (None, "completed"):
             raise NotReadyYet(f"recording status is {str(status)[:32]!r}")
         fmt = self.account.options.get("format", "mp3")
-        urls = item.get("download_urls") if isinstance(item.get("download_urls"), dict) else {}
-        url = urls.get(fmt)
+        urls = item.get("download_urls")
+        url = urls.get(fmt) if isinstance(urls, dict) else None
         if not isinstance(url, str) or not url:
             raise NotReadyYet(f"no {fmt} download URL yet")
         return Download(

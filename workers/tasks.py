@@ -56,7 +56,7 @@ def _clean_partials(**_: Any) -> None:
         logger.info("removed %s partial writes left by interrupted captures", removed)
 
 
-class CallrecTask(Task):  # type: ignore[misc]
+class CallrecTask(Task):
     """Binds the task name and id to every log line the task emits."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
