@@ -291,6 +291,15 @@ def run_bare(bench: Bench, emulator: Mapping[str, Any], rec_id: str) -> Run:
 # -- reports --------------------------------------------------------------------------------------
 
 
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a live process (0.0 when /proc is unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _mibps(size: int, seconds: float) -> float:
     return size / MIB / seconds
 
@@ -299,24 +308,31 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def throughput(bench: Bench, emulator: Mapping[str, Any], rounds: int) -> bool:
-    """Interleaved A/B rounds; prints per-round and summary figures; True if the ratio passes."""
+def throughput(bench: Bench, emulator: Mapping[str, Any], rounds: int, emulator_pid: int) -> bool:
+    """Interleaved A/B rounds; prints per-round and summary figures; True if the ratio passes.
+
+    ``emu cpu s`` is the emulator's CPU time during the run: near the wall time means the
+    emulator (not the measured side) was the bottleneck.
+    """
     size = int(emulator["recordings"][THROUGHPUT_REC]["size"])
     print(f"\n== throughput: {size / MIB:.0f} MiB recording, {rounds} rounds "
           f"(+1 warm-up), emulator in its own process ==")
     run_callrec(bench, emulator, THROUGHPUT_REC)
     run_bare(bench, emulator, THROUGHPUT_REC)
     sides: dict[str, list[Run]] = {"callrec": [], "bare": []}
-    print(f"{'round':>5}  {'side':<8}{'seconds':>9}{'MiB/s':>9}{'user s':>8}{'sys s':>7}")
+    print(f"{'round':>5}  {'side':<8}{'seconds':>9}{'MiB/s':>9}{'user s':>8}{'sys s':>7}"
+          f"{'emu cpu s':>11}")
     for i in range(rounds):
         order = ("callrec", "bare") if i % 2 == 0 else ("bare", "callrec")
         for side in order:
             runner = run_callrec if side == "callrec" else run_bare
+            emu_cpu = _cpu_of(emulator_pid)
             run = runner(bench, emulator, THROUGHPUT_REC)
+            emu_cpu = _cpu_of(emulator_pid) - emu_cpu
             sides[side].append(run)
             r = run.result
             print(f"{i + 1:>5}  {side:<8}{run.seconds:>9.3f}{_mibps(size, run.seconds):>9.1f}"
-                  f"{r['user_s']:>8.2f}{r['sys_s']:>7.2f}")
+                  f"{r['user_s']:>8.2f}{r['sys_s']:>7.2f}{emu_cpu:>11.2f}")
     medians: dict[str, float] = {}
     print(f"\n{'side':<8}{'median s':>10}{'min s':>8}{'max s':>8}{'median MiB/s':>14}"
           f"{'cpu s (med)':>13}")
@@ -441,12 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"temp folder (disk storage, ledgers): {bench.tmp}")
     ok = True
     try:
-        emulator = bench.start_server(
+        server = bench.start_server(
             "emulator", ["emulator", *(f"--rec={k}:{v}" for k, v in recs.items())],
             timeout=120,
-        ).ready
-        print(f"emulator: {emulator['base_url']} (pid {bench.servers[0].process.pid})")
-        ok = throughput(bench, emulator, args.rounds) and ok
+        )
+        emulator = server.ready
+        print(f"emulator: {emulator['base_url']} (pid {server.process.pid})")
+        ok = throughput(bench, emulator, args.rounds, server.process.pid) and ok
         if args.rss:
             ok = rss(bench, emulator, f"bench-rss-{small_mib}m", f"bench-rss-{big_mib}m") and ok
         if args.profile:

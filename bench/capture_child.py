@@ -200,7 +200,7 @@ def run_bare(job: Job) -> dict[str, Any]:
 
     from workers.download import CHUNK_BYTES
 
-    chunk_bytes = int(job.get("chunk_bytes") or CHUNK_BYTES)
+    chunk_bytes: int | None = job.get("chunk_bytes") or CHUNK_BYTES
     headers = {"authorization": f"Bearer {job['api_key']}", "accept": "application/json"}
     with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
         cpu0 = _cpu_seconds()

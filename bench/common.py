@@ -99,6 +99,12 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group (ignored once it has exited)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines of the process's output."""
         try:
@@ -153,7 +159,9 @@ def median(values: Sequence[float]) -> float:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
     return str(value)
 
 

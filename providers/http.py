@@ -58,7 +58,10 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
         try:
             return max(0.0, float(raw))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
+            try:
+                parsed = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError):
+                parsed = None
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - now)
     reset = headers.get("x-ratelimit-reset")
