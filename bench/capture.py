@@ -1,6 +1,7 @@
 """Capture benchmark: callrec's ``capture()`` against bare httpx, and its peak RSS.
 
     python bench/capture.py [--size-mib 100] [--rounds 5] [--rss] [--quick] [--profile FILE]
+                            [--source-mibps R] [--no-malloc-warmup] [--tmp-dir DIR]
 
 1. Throughput (issue target: ratio >= 0.9). A Telnyx emulator runs in its own process. Each
    round runs, each in a fresh process and in alternating order: **callrec** — a fresh SQLite
@@ -9,6 +10,10 @@
    link, metadata record, ledger updates), checked ``stored`` with the emulator's sha256; and
    **bare** — the same API call, then ``httpx`` ``iter_raw(CHUNK_BYTES)`` to nowhere. One
    untimed warm-up of each side runs first. Ratio = median callrec MiB/s / median bare MiB/s.
+   Both children first allocate and free one 4 MiB block (``--no-malloc-warmup`` to skip): a
+   fresh process otherwise page-faults every 256 KiB chunk in through glibc's mmap threshold,
+   which made the bare side ~1.7x slower and erratic while callrec (already past it after its
+   set-up) was not. ``--source-mibps R`` paces the emulator's audio like a provider's egress.
 2. ``--rss`` (target: peak RSS of a 1 GiB capture <= 16 MiB above a 10 MiB one, disk and S3):
    peak RSS (``ru_maxrss`` of the child from ``wait4``) of a callrec capture child per size and
    backend; S3 is a moto server in another process, one fresh bucket per run, dropped after.
@@ -47,6 +52,8 @@ RESULT_PREFIX = "BENCH-RESULT "  # same as capture_child.RESULT_PREFIX
 MIB = 1024 * 1024
 RATIO_TARGET = 0.9
 RSS_DELTA_TARGET_MIB = 16.0
+#: Block both throughput children allocate and free before timing (see capture_child).
+MALLOC_WARMUP_BYTES = 4 * MIB
 THROUGHPUT_REC = "bench-throughput"
 _FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -122,15 +129,19 @@ class Bench:
 
     # -- children -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: Sequence[str], stdin: int | IO[bytes]) -> tuple[
-        subprocess.Popen[bytes], Path, Path
-    ]:
+    def _spawn(
+        self, name: str, args: Sequence[str], stdin: int | IO[bytes]
+    ) -> tuple[subprocess.Popen[bytes], Path, Path]:
         stdout = self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.out"
         stderr = stdout.with_suffix(".err")
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = subprocess.Popen(
                 [sys.executable, str(CHILD), *args],
-                stdin=stdin, stdout=out, stderr=err, env=self.env, cwd=self.tmp,
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                cwd=self.tmp,
                 start_new_session=True,
             )
         self._live.add(process)
@@ -221,8 +232,12 @@ class Bench:
 # -- jobs -----------------------------------------------------------------------------------------
 
 
-def callrec_env(folder: Path, emulator: Mapping[str, Any], storage_url: str | None = None,
-                s3_endpoint: str | None = None) -> dict[str, str]:
+def callrec_env(
+    folder: Path,
+    emulator: Mapping[str, Any],
+    storage_url: str | None = None,
+    s3_endpoint: str | None = None,
+) -> dict[str, str]:
     """CALLREC_* settings of one capture: ledger and broker in ``folder``, fresh storage."""
     env = {
         "CALLREC_DATABASE_URL": f"sqlite:///{folder}/ledger.sqlite",
@@ -254,9 +269,16 @@ def _round_folder(bench: Bench) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_callrec(bench: Bench, emulator: Mapping[str, Any], rec_id: str, *,
-                storage_url: str | None = None, s3_endpoint: str | None = None,
-                profile: str | None = None) -> Run:
+def run_callrec(
+    bench: Bench,
+    emulator: Mapping[str, Any],
+    rec_id: str,
+    *,
+    storage_url: str | None = None,
+    s3_endpoint: str | None = None,
+    profile: str | None = None,
+    malloc_warmup: int = 0,
+) -> Run:
     """One capture child; checks ``stored``, the byte count and the sha256."""
     expected = emulator["recordings"][rec_id]
     with _round_folder(bench) as folder:
@@ -264,24 +286,33 @@ def run_callrec(bench: Bench, emulator: Mapping[str, Any], rec_id: str, *,
             "env": callrec_env(folder, emulator, storage_url, s3_endpoint),
             "recording_id": rec_id,
             "profile": profile,
+            "malloc_warmup": malloc_warmup,
         }
         run = bench.measure("callrec", job, _timeout_for(expected["size"]))
     result = run.result
     if result["state"] != "stored":
         raise BenchError(f"capture ended {result['state']}: {result.get('detail')}")
     if result["sha256"] != expected["sha256"] or result["bytes"] != expected["size"]:
-        raise BenchError(f"stored {result['bytes']} bytes sha256 {result['sha256']}, "
-                         f"expected {expected['size']} bytes sha256 {expected['sha256']}")
+        raise BenchError(
+            f"stored {result['bytes']} bytes sha256 {result['sha256']}, "
+            f"expected {expected['size']} bytes sha256 {expected['sha256']}"
+        )
     if result["stored_bytes"] != expected["size"]:
         raise BenchError(f"storage holds {result['stored_bytes']} bytes")
     return run
 
 
-def run_bare(bench: Bench, emulator: Mapping[str, Any], rec_id: str) -> Run:
+def run_bare(
+    bench: Bench, emulator: Mapping[str, Any], rec_id: str, *, malloc_warmup: int = 0
+) -> Run:
     """One bare-httpx child; checks the byte count."""
     expected = emulator["recordings"][rec_id]
-    job = {"base_url": emulator["base_url"], "api_key": emulator["api_key"],
-           "recording_id": rec_id}
+    job = {
+        "base_url": emulator["base_url"],
+        "api_key": emulator["api_key"],
+        "recording_id": rec_id,
+        "malloc_warmup": malloc_warmup,
+    }
     run = bench.measure("bare", job, _timeout_for(expected["size"]))
     if run.result["bytes"] != expected["size"]:
         raise BenchError(f"bare read {run.result['bytes']} of {expected['size']} bytes")
@@ -308,46 +339,80 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def throughput(bench: Bench, emulator: Mapping[str, Any], rounds: int, emulator_pid: int) -> bool:
+def throughput(
+    bench: Bench, emulator: Mapping[str, Any], rounds: int, emulator_pid: int, malloc_warmup: int
+) -> bool:
     """Interleaved A/B rounds; prints per-round and summary figures; True if the ratio passes.
 
     ``emu cpu s`` is the emulator's CPU time during the run: near the wall time means the
-    emulator (not the measured side) was the bottleneck.
+    emulator (not the measured side) was the bottleneck. ``faults`` are the child's minor page
+    faults in the timed section (see ``capture_child._settle_allocator``).
     """
     size = int(emulator["recordings"][THROUGHPUT_REC]["size"])
-    print(f"\n== throughput: {size / MIB:.0f} MiB recording, {rounds} rounds "
-          f"(+1 warm-up), emulator in its own process ==")
-    run_callrec(bench, emulator, THROUGHPUT_REC)
-    run_bare(bench, emulator, THROUGHPUT_REC)
+    warm = f"{malloc_warmup // MIB} MiB malloc warm-up" if malloc_warmup else "no malloc warm-up"
+    print(
+        f"\n== throughput: {size / MIB:.0f} MiB recording, {rounds} rounds "
+        f"(+1 warm-up), emulator in its own process, {warm} in both children =="
+    )
+    runners = {
+        "callrec": lambda: run_callrec(
+            bench, emulator, THROUGHPUT_REC, malloc_warmup=malloc_warmup
+        ),
+        "bare": lambda: run_bare(bench, emulator, THROUGHPUT_REC, malloc_warmup=malloc_warmup),
+    }
+    runners["callrec"]()
+    runners["bare"]()
     sides: dict[str, list[Run]] = {"callrec": [], "bare": []}
-    print(f"{'round':>5}  {'side':<8}{'seconds':>9}{'MiB/s':>9}{'user s':>8}{'sys s':>7}"
-          f"{'emu cpu s':>11}")
+    print(
+        f"{'round':>5}  {'side':<8}{'seconds':>9}{'MiB/s':>9}{'user s':>8}{'sys s':>7}"
+        f"{'faults':>8}{'emu cpu s':>11}"
+    )
     for i in range(rounds):
         order = ("callrec", "bare") if i % 2 == 0 else ("bare", "callrec")
         for side in order:
-            runner = run_callrec if side == "callrec" else run_bare
             emu_cpu = _cpu_of(emulator_pid)
-            run = runner(bench, emulator, THROUGHPUT_REC)
+            run = runners[side]()
             emu_cpu = _cpu_of(emulator_pid) - emu_cpu
             sides[side].append(run)
             r = run.result
-            print(f"{i + 1:>5}  {side:<8}{run.seconds:>9.3f}{_mibps(size, run.seconds):>9.1f}"
-                  f"{r['user_s']:>8.2f}{r['sys_s']:>7.2f}{emu_cpu:>11.2f}")
+            print(
+                f"{i + 1:>5}  {side:<8}{run.seconds:>9.3f}{_mibps(size, run.seconds):>9.1f}"
+                f"{r['user_s']:>8.2f}{r['sys_s']:>7.2f}{r['minor_faults']:>8}{emu_cpu:>11.2f}"
+            )
     medians: dict[str, float] = {}
-    print(f"\n{'side':<8}{'median s':>10}{'min s':>8}{'max s':>8}{'median MiB/s':>14}"
-          f"{'cpu s (med)':>13}")
+    print(
+        f"\n{'side':<8}{'median s':>10}{'min s':>8}{'max s':>8}{'median MiB/s':>14}"
+        f"{'cpu s (med)':>13}"
+    )
     for side, runs in sides.items():
         secs = [run.seconds for run in runs]
         cpu = statistics.median(run.result["user_s"] + run.result["sys_s"] for run in runs)
         medians[side] = statistics.median(secs)
-        print(f"{side:<8}{medians[side]:>10.3f}{min(secs):>8.3f}{max(secs):>8.3f}"
-              f"{_mibps(size, medians[side]):>14.1f}{cpu:>13.2f}")
+        print(
+            f"{side:<8}{medians[side]:>10.3f}{min(secs):>8.3f}{max(secs):>8.3f}"
+            f"{_mibps(size, medians[side]):>14.1f}{cpu:>13.2f}"
+        )
     ratio = medians["bare"] / medians["callrec"]  # = callrec MiB/s / bare MiB/s
+    best = min(r.seconds for r in sides["bare"]) / min(r.seconds for r in sides["callrec"])
     pairs = [b.seconds / a.seconds for a, b in zip(sides["callrec"], sides["bare"], strict=True)]
     ok = ratio >= RATIO_TARGET
-    print(f"ratio callrec/bare throughput (medians): {ratio:.3f}  per-round "
-          f"{min(pairs):.3f}..{max(pairs):.3f}  target >= {RATIO_TARGET}  {_verdict(ok)}")
+    print(
+        f"ratio callrec/bare throughput (medians): {ratio:.3f}  target >= {RATIO_TARGET}  "
+        f"{_verdict(ok)}"
+    )
+    print(f"  (best-of-{rounds} ratio {best:.3f}; per-round {min(pairs):.3f}..{max(pairs):.3f})")
     return ok
+
+
+def _load_note() -> str:
+    """The 1-minute load average against the CPU count: other work skews every figure."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return "load average unknown"
+    cpus = os.cpu_count() or 1
+    busy = "  ** machine busy: figures unreliable **" if load > cpus / 2 else ""
+    return f"load average {load:.2f} on {cpus} CPUs{busy}"
 
 
 def _drop_bucket(client: Any, name: str) -> None:
@@ -370,11 +435,16 @@ def rss(bench: Bench, emulator: Mapping[str, Any], small: str, big: str) -> bool
     endpoint = moto.ready["endpoint"]
     client = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-    ).client("s3", endpoint_url=endpoint,
-             config=Config(connect_timeout=10, read_timeout=120, retries={"max_attempts": 2}))
+    ).client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(connect_timeout=10, read_timeout=120, retries={"max_attempts": 2}),
+    )
     print(f"\n== peak RSS of a capture child (wait4 ru_maxrss; moto S3 at {endpoint}) ==")
-    print(f"{'backend':<8}{'recording':>11}{'peak MiB':>10}{'VmHWM MiB':>11}{'before MiB':>12}"
-          f"{'seconds':>9}{'MiB/s':>8}")
+    print(
+        f"{'backend':<8}{'recording':>11}{'peak MiB':>10}{'VmHWM MiB':>11}{'before MiB':>12}"
+        f"{'seconds':>9}{'MiB/s':>8}"
+    )
     peaks: dict[tuple[str, str], float] = {}
     try:
         for backend in ("disk", "s3"):
@@ -385,18 +455,21 @@ def rss(bench: Bench, emulator: Mapping[str, Any], small: str, big: str) -> bool
                     client.create_bucket(Bucket=bucket)
                     storage_url, s3_endpoint = f"s3://{bucket}/recordings", endpoint
                 try:
-                    run = run_callrec(bench, emulator, rec, storage_url=storage_url,
-                                      s3_endpoint=s3_endpoint)
+                    run = run_callrec(
+                        bench, emulator, rec, storage_url=storage_url, s3_endpoint=s3_endpoint
+                    )
                 finally:
                     if backend == "s3":
                         _drop_bucket(client, bucket)
                 peak = run.maxrss_kib / 1024
                 peaks[backend, rec] = peak
                 r = run.result
-                print(f"{backend:<8}{sizes[rec] / MIB:>7.0f} MiB{peak:>10.1f}"
-                      f"{(r['hwm_after_kib'] or 0) / 1024:>11.1f}"
-                      f"{(r['rss_before_kib'] or 0) / 1024:>12.1f}"
-                      f"{run.seconds:>9.2f}{_mibps(sizes[rec], run.seconds):>8.1f}")
+                print(
+                    f"{backend:<8}{sizes[rec] / MIB:>7.0f} MiB{peak:>10.1f}"
+                    f"{(r['hwm_after_kib'] or 0) / 1024:>11.1f}"
+                    f"{(r['rss_before_kib'] or 0) / 1024:>12.1f}"
+                    f"{run.seconds:>9.2f}{_mibps(sizes[rec], run.seconds):>8.1f}"
+                )
     finally:
         client.close()
         bench.stop_server(moto)
@@ -405,8 +478,10 @@ def rss(bench: Bench, emulator: Mapping[str, Any], small: str, big: str) -> bool
         delta = peaks[backend, big] - peaks[backend, small]
         passed = delta <= RSS_DELTA_TARGET_MIB
         ok = ok and passed
-        print(f"{backend:<5} peak({sizes[big] / MIB:.0f} MiB) - peak({sizes[small] / MIB:.0f} MiB)"
-              f" = {delta:+.1f} MiB  target <= {RSS_DELTA_TARGET_MIB:.0f}  {_verdict(passed)}")
+        print(
+            f"{backend:<5} peak({sizes[big] / MIB:.0f} MiB) - peak({sizes[small] / MIB:.0f} MiB)"
+            f" = {delta:+.1f} MiB  target <= {RSS_DELTA_TARGET_MIB:.0f}  {_verdict(passed)}"
+        )
     return ok
 
 
@@ -424,15 +499,34 @@ def profile(bench: Bench, emulator: Mapping[str, Any], path: str) -> None:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/capture.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mib", type=int, default=None,
-                        help="throughput recording size (default 100; 16 with --quick)")
+    parser = argparse.ArgumentParser(
+        prog="bench/capture.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--size-mib",
+        type=int,
+        default=None,
+        help="throughput recording size (default 100; 16 with --quick)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="A/B rounds (default 5; 3 quick)")
     parser.add_argument("--rss", action="store_true", help="also measure peak RSS, disk and S3")
     parser.add_argument("--quick", action="store_true", help="small sizes, < 60 s")
     parser.add_argument("--profile", metavar="FILE", help="cProfile one extra capture into FILE")
     parser.add_argument("--tmp-dir", help="parent of the temp folder (default: system temp)")
+    parser.add_argument(
+        "--source-mibps",
+        type=float,
+        default=0.0,
+        help="pace the emulator's audio at this rate, like a provider's egress "
+        "(default 0: as fast as it can, ~1.2 GiB/s here)",
+    )
+    parser.add_argument(
+        "--no-malloc-warmup",
+        action="store_true",
+        help="time both throughput children with their allocator as it is",
+    )
     args = parser.parse_args(argv)
     if args.size_mib is None:
         args.size_mib = 16 if args.quick else 100
@@ -451,19 +545,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss:
         recs |= {f"bench-rss-{small_mib}m": small_mib * MIB, f"bench-rss-{big_mib}m": big_mib * MIB}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
-    print(f"callrec capture benchmark: python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, {platform.platform()}")
+    print(
+        f"callrec capture benchmark: python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {platform.platform()}"
+    )
     bench = Bench(args.tmp_dir)
     print(f"temp folder (disk storage, ledgers): {bench.tmp}")
+    print(f"before: {_load_note()}")
     ok = True
     try:
         server = bench.start_server(
-            "emulator", ["emulator", *(f"--rec={k}:{v}" for k, v in recs.items())],
+            "emulator",
+            [
+                "emulator",
+                f"--mib-per-s={args.source_mibps}",
+                *(f"--rec={k}:{v}" for k, v in recs.items()),
+            ],
             timeout=120,
         )
         emulator = server.ready
-        print(f"emulator: {emulator['base_url']} (pid {server.process.pid})")
-        ok = throughput(bench, emulator, args.rounds, server.process.pid) and ok
+        paced = f", audio paced at {args.source_mibps:g} MiB/s" if args.source_mibps else ""
+        print(f"emulator: {emulator['base_url']} (pid {server.process.pid}){paced}")
+        warmup = 0 if args.no_malloc_warmup else MALLOC_WARMUP_BYTES
+        ok = throughput(bench, emulator, args.rounds, server.process.pid, warmup) and ok
         if args.rss:
             ok = rss(bench, emulator, f"bench-rss-{small_mib}m", f"bench-rss-{big_mib}m") and ok
         if args.profile:
@@ -473,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         bench.close()
-    print(f"\noverall: {_verdict(ok)}")
+    print(f"\nafter: {_load_note()}")
+    print(f"overall: {_verdict(ok)}")
     return 0 if ok else 1
 
 

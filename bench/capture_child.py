@@ -2,7 +2,8 @@
 
 ``python bench/capture_child.py ROLE`` with ROLE one of:
 
-* ``emulator --rec ID:BYTES ...`` — a ``TelnyxEmulator`` serving those recordings; prints
+* ``emulator --rec ID:BYTES ... [--mib-per-s R]`` — a ``TelnyxEmulator`` serving those
+  recordings (each audio body paced at R MiB/s when given); prints
   ``{"base_url", "audio_host", "api_key", "recordings": {id: {"size", "sha256"}}}`` as one
   line, then serves until its stdin closes or it is signalled;
 * ``moto`` — a moto S3 server on 127.0.0.1 (port 0); prints ``{"endpoint"}``, then the same;
@@ -27,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,26 @@ def _cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _settle_allocator(job: Job) -> None:
+    """Allocate and free one ``malloc_warmup`` block (0: skip) before the timed section.
+
+    glibc serves blocks above its mmap threshold (128 KiB at start) with a fresh mmap, and
+    raises the threshold only once such a block is freed. A fresh process streaming 256 KiB
+    chunks then page-faults every chunk in (~34k faults and ~2x the time per 100 MiB here),
+    while a process that has already freed a big block (the callrec child after its set-up,
+    any long-running worker) does not. Doing this in both children compares code, not malloc
+    state; it is a no-op for a process whose threshold is already raised.
+    """
+    size = int(job.get("malloc_warmup") or 0)
+    if size:
+        block = bytearray(size)
+        del block
+
+
 def _emit(result: Mapping[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
@@ -93,10 +114,34 @@ def _serve_until_stdin_closes(ready: Mapping[str, Any], stop: Callable[[], None]
 # -- servers --------------------------------------------------------------------------------------
 
 
-def run_emulator(recs: list[str]) -> None:
+def _pace_audio(mib_per_s: float) -> None:
+    """Cap every audio body the emulator sends at ``mib_per_s`` (a provider's egress rate).
+
+    Wraps the emulator module's ``_stream`` body generator; fails loudly if it is renamed.
+    """
+    import emulators.telnyx as telnyx
+
+    unpaced = telnyx._stream
+    rate = mib_per_s * 1024 * 1024
+
+    def paced(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        started, sent = time.monotonic(), 0
+        for chunk in unpaced(*args, **kwargs):
+            sent += len(chunk)
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+            yield chunk
+
+    telnyx._stream = paced
+
+
+def run_emulator(recs: list[str], mib_per_s: float) -> None:
     """Serve the given ``ID:BYTES`` recordings (mp3) from a TelnyxEmulator on loopback."""
     from emulators.telnyx import TelnyxEmulator
 
+    if mib_per_s > 0:
+        _pace_audio(mib_per_s)
     emulator = TelnyxEmulator(url_ttl_seconds=3600)
     described: dict[str, dict[str, Any]] = {}
     for spec in recs:
@@ -149,17 +194,24 @@ def run_callrec(job: Job) -> dict[str, Any]:
     migrate(settings.database_url)
     runtime = build_runtime(settings, lambda *_args: None)
     try:
-        accepted = accept_refs(runtime.sessions, "telnyx", "default",
-                               [RecordingRef(recording_id=job["recording_id"])], source="list")
+        accepted = accept_refs(
+            runtime.sessions,
+            "telnyx",
+            "default",
+            [RecordingRef(recording_id=job["recording_id"])],
+            source="list",
+        )
         row_id = accepted.new_ids[0]
         profiler = None
         if job.get("profile"):
             import cProfile
 
             profiler = cProfile.Profile()
+        _settle_allocator(job)
         rss_before = _status_kib("VmRSS")
         hwm_before = _status_kib("VmHWM")
         cpu0 = _cpu_seconds()
+        faults0 = _minor_faults()
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -168,6 +220,7 @@ def run_callrec(job: Job) -> dict[str, Any]:
             profiler.disable()
         seconds = time.perf_counter() - started
         cpu1 = _cpu_seconds()
+        faults = _minor_faults() - faults0
         hwm_after = _status_kib("VmHWM")
         if profiler is not None:
             profiler.dump_stats(job["profile"])
@@ -185,6 +238,7 @@ def run_callrec(job: Job) -> dict[str, Any]:
             "sha256": row.sha256,
             "user_s": cpu1[0] - cpu0[0],
             "sys_s": cpu1[1] - cpu0[1],
+            "minor_faults": faults,
             "rss_before_kib": rss_before,
             "hwm_before_kib": hwm_before,
             "hwm_after_kib": hwm_after,
@@ -203,7 +257,9 @@ def run_bare(job: Job) -> dict[str, Any]:
     chunk_bytes: int | None = job.get("chunk_bytes") or CHUNK_BYTES
     headers = {"authorization": f"Bearer {job['api_key']}", "accept": "application/json"}
     with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+        _settle_allocator(job)
         cpu0 = _cpu_seconds()
+        faults0 = _minor_faults()
         started = time.perf_counter()
         api = client.get(f"{job['base_url']}/recordings/{job['recording_id']}", headers=headers)
         api.raise_for_status()
@@ -215,6 +271,7 @@ def run_bare(job: Job) -> dict[str, Any]:
                 size += len(chunk)
         seconds = time.perf_counter() - started
         cpu1 = _cpu_seconds()
+        faults = _minor_faults() - faults0
     return {
         "role": "bare",
         "state": "streamed",
@@ -222,6 +279,7 @@ def run_bare(job: Job) -> dict[str, Any]:
         "bytes": size,
         "user_s": cpu1[0] - cpu0[0],
         "sys_s": cpu1[1] - cpu0[1],
+        "minor_faults": faults,
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 
@@ -231,11 +289,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench/capture_child.py", description=__doc__)
     parser.add_argument("role", choices=("emulator", "moto", "callrec", "bare"))
     parser.add_argument("--rec", action="append", default=[], help="ID:BYTES (emulator only)")
+    parser.add_argument(
+        "--mib-per-s",
+        type=float,
+        default=0.0,
+        help="cap each audio body at this rate (emulator only; 0: no cap)",
+    )
     args = parser.parse_args(argv)
     _die_with_parent()
     _exit_on_term()
     if args.role == "emulator":
-        run_emulator(args.rec)
+        run_emulator(args.rec, args.mib_per_s)
     elif args.role == "moto":
         run_moto()
     else:

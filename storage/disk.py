@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from stat import S_ISREG
+from typing import BinaryIO
 
 from .base import ObjectExists, ObjectStat, StorageUnavailable
 from .keys import check_key
@@ -43,6 +44,18 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# Start writing dirty pages to disk every few MiB while the download goes on, so the final
+# fsync has little left to do (bench/capture.py: the fsync of 100 MiB went from ~30 ms to ~2 ms).
+WRITEBACK_BYTES = 8 * 1024 * 1024
+
+
+def _start_writeback(f: BinaryIO, start: int, end: int) -> None:
+    """Ask the kernel to begin writeback of [start, end) without waiting for it."""
+    if hasattr(os, "posix_fadvise"):
+        f.flush()
+        os.posix_fadvise(f.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
 
 
 class DiskStorage:
@@ -79,12 +92,16 @@ class DiskStorage:
             os.makedirs(self._partial, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         size = 0
+        written_back = 0
         try:
             with os.fdopen(fd, "wb") as f:
                 for chunk in chunks:  # exceptions from the iterator propagate unchanged
                     with _unavailable("write", key):
                         f.write(chunk)
-                    size += len(chunk)
+                        size += len(chunk)
+                        if size - written_back >= WRITEBACK_BYTES:
+                            _start_writeback(f, written_back, size)
+                            written_back = size
                 with _unavailable("fsync", key):
                     f.flush()
                     os.fsync(f.fileno())
