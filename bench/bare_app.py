@@ -8,7 +8,8 @@ no logging. Serve it with ``gunicorn bench.bare_app:app``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from flask import Flask, jsonify, request
 
@@ -34,7 +35,7 @@ def create_bare_app() -> Flask:
         body = request.get_data(cache=False)
         webhook = WebhookRequest(
             body=body,
-            headers=request.headers,
+            headers=cast("Mapping[str, str]", request.headers),  # case-insensitive
             content_type=(request.mimetype or "").lower(),
             url=(base + request.full_path.rstrip("?")) if base else request.url,
             received_at=time.time(),
