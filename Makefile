@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 
 ## run: callrec on its embedded defaults (SQLite ledger and broker, recordings under ./var/)
 run: $(VENV)/.installed
-	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-8000} web worker beat
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $${PORT:-8000} web worker relay beat
 
 ## test: lint and type-check, then every test (server tests skip locally when a server is missing; never in CI)
 test: $(VENV)/.installed

@@ -116,6 +116,24 @@ def show(recording_id: int) -> None:
 
 
 @main.command()
+def relay() -> None:
+    """Publish newly accepted recordings to the broker (runs until SIGTERM/SIGINT)."""
+    import signal
+    import threading
+
+    from workers.relay import relay as run_relay
+    from workers.tasks import get_runtime
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime = get_runtime()
+    click.echo("relay started", err=True)
+    published = run_relay(runtime, stop)
+    click.echo(f"relay stopped after publishing {published} rows", err=True)
+
+
+@main.command()
 def sweep() -> None:
     """Publish every row that needs a worker now (what the beat schedule does periodically)."""
     from workers.sweep import sweep as run_sweep

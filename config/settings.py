@@ -195,6 +195,11 @@ class Settings:
     poll_interval_seconds: int = setting(
         _int(10), "300", "How often provider list APIs are polled."
     )
+    relay_interval_seconds: float = setting(
+        _float(0.01),
+        "0.2",
+        "How often the relay looks for newly accepted rows to publish when it is idle.",
+    )
     sweep_interval_seconds: int = setting(
         _int(1), "30", "How often the sweeper publishes unpublished, due and stuck ledger rows."
     )

@@ -13,7 +13,6 @@ from werkzeug.exceptions import HTTPException
 
 from config.settings import Settings
 from ingest.health import health
-from ingest.relay import Relay
 from ingest.webhooks import webhooks
 from ledger import make_engine, make_session_factory
 from providers.http import new_http_client
@@ -29,29 +28,22 @@ class IngestState:
     settings: Settings
     sessions: sessionmaker[Session]
     accounts: Accounts
-    relay: Relay
     celery: Celery
 
 
 def create_app(settings: Settings) -> Flask:
     """Build the web app; connections are opened lazily, so this is safe before a fork."""
-    from workers.celery_config import capture_queue, make_celery
+    from workers.celery_config import make_celery
 
     app = Flask("callrec")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pre_ping=False)
     sessions = make_session_factory(engine)
-    celery = make_celery(settings)
-    queue = capture_queue(settings)
-
-    def send_capture(recording_id: int, countdown: float | None) -> None:
-        celery.send_task("callrec.capture", args=[recording_id], queue=queue, countdown=countdown)
-
+    celery = make_celery(settings)  # only for /readyz: the relay process publishes
     app.extensions["callrec"] = IngestState(
         settings=settings,
         sessions=sessions,
         accounts=Accounts(settings, new_http_client(settings.http_timeout_seconds)),
-        relay=Relay(send_capture, sessions),
         celery=celery,
     )
     app.register_blueprint(webhooks)

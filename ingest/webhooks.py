@@ -3,7 +3,7 @@
 Order of checks: body size (413, enforced while reading) → provider/account from the path
 (404) → signature on the raw bytes (401) → content type (415) → parse (400) → ledger (2xx).
 Unknown event types are acknowledged and ignored, so the provider stops retrying them.
-Nothing here waits on the broker: the relay publishes after the response.
+Nothing here touches the broker: the relay process publishes committed rows (workers/relay.py).
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
             # Not accepted: a non-2xx makes the provider deliver it again later.
             logger.error("ledger unavailable, webhook not accepted (%s)", type(exc).__name__)
             return jsonify(error="ledger unavailable, retry later"), 503
-        current.relay.submit(result.new_ids)
         if result.status == "ignored":
             logger.debug("ignored event type %s", event.event_type)
         else:

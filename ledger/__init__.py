@@ -4,7 +4,7 @@ from ledger.accept import AcceptResult, accept_event, accept_refs
 from ledger.claims import Claim, claim, finish, release_for_retry
 from ledger.db import make_engine, make_session_factory, migrate
 from ledger.models import FINAL_STATES, Delivery, Recording, RecordingEvent, State
-from ledger.sweeper import mark_enqueued, rows_to_publish
+from ledger.sweeper import mark_enqueued, rows_to_publish, unpublished_rows
 
 __all__ = [
     "FINAL_STATES",
@@ -24,4 +24,5 @@ __all__ = [
     "migrate",
     "release_for_retry",
     "rows_to_publish",
+    "unpublished_rows",
 ]

@@ -18,7 +18,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.models import WAITING_STATES, Recording, State, utcnow
 
-__all__ = ["mark_enqueued", "rows_to_publish"]
+__all__ = ["mark_enqueued", "rows_to_publish", "unpublished_rows"]
+
+
+def unpublished_rows(sessions: sessionmaker[Session], limit: int = 500) -> list[int]:
+    """Waiting rows that are due and were never published: the relay's work list."""
+    now = utcnow()
+    with sessions.begin() as session:
+        return list(
+            session.execute(
+                select(Recording.id)
+                .where(
+                    Recording.state.in_(WAITING_STATES),
+                    Recording.enqueued_at.is_(None),
+                    or_(Recording.next_attempt_at.is_(None), Recording.next_attempt_at <= now),
+                )
+                .order_by(Recording.id)
+                .limit(limit)
+            ).scalars()
+        )
 
 
 def rows_to_publish(

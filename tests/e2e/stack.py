@@ -19,10 +19,11 @@ from ingest.app import create_app
 from ledger import Recording, make_engine, make_session_factory, migrate
 from storage import Storage, metadata_key, recording_key, storage_from_url
 from tests.fixtures.callrec import (
-    CeleryProcess,
+    ServiceProcess,
     base_env,
     settings_from,
     start_beat,
+    start_relay,
     start_worker,
     wait_for,
 )
@@ -36,7 +37,7 @@ class Stack:
     web_url: str
     storage: Storage
     sessions: Any
-    processes: list[CeleryProcess] = field(default_factory=list)
+    processes: list[ServiceProcess] = field(default_factory=list)
     _closers: list[Any] = field(default_factory=list)
 
     # -- driving ----------------------------------------------------------------------------------
@@ -114,7 +115,9 @@ def audio_key(rec: EmulatedRecording, fmt: str = "mp3") -> str:
     return recording_key("telnyx", "default", rec.id, fmt)
 
 
-def start_stack(tmp_path: Path, *, beat: bool = False, **overrides: str) -> Stack:
+def start_stack(
+    tmp_path: Path, *, beat: bool = False, relay: bool = True, **overrides: str
+) -> Stack:
     emulator = TelnyxEmulator(url_ttl_seconds=600).start()
     signer = TelnyxWebhookSigner()
     env = base_env(
@@ -143,11 +146,11 @@ def start_stack(tmp_path: Path, *, beat: bool = False, **overrides: str) -> Stac
     stack._closers.append(engine.dispose)
     try:
         stack.processes.append(start_worker(env, tmp_path))
+        if relay:
+            stack.processes.append(start_relay(env, tmp_path))
         if beat:
             stack.processes.append(start_beat(env, tmp_path))
-        app = create_app(settings)
-        server = LoopbackServer(app).start()
-        stack._closers.append(app.extensions["callrec"].relay.stop)
+        server = LoopbackServer(create_app(settings)).start()
         stack._closers.append(server.stop)
         stack.web_url = server.url
     except BaseException:

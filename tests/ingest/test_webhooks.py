@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from emulators.telnyx import TelnyxWebhookSigner
 from ingest.app import create_app
 from ledger import Delivery, Recording, migrate
-from tests.fixtures.callrec import base_env, settings_from, wait_for
+from tests.fixtures.callrec import base_env, settings_from
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "telnyx"
 SIGNER = TelnyxWebhookSigner(SigningKey(b"\x03" * 32))
@@ -31,9 +31,7 @@ def app(tmp_path: Path) -> Iterator[Flask]:
     )
     settings = settings_from(env)
     migrate(settings.database_url)
-    application = create_app(settings)
-    yield application
-    application.extensions["callrec"].relay.stop()
+    yield create_app(settings)
 
 
 @pytest.fixture
@@ -65,16 +63,6 @@ def test_signed_webhook_is_accepted_into_the_ledger(app: Flask, client: FlaskCli
         row = session.execute(select(Recording)).scalar_one()
     assert row.recording_key == "10cd86ac-5a0e-4a1e-9d38-0a7b1b7c8f21"
     assert (row.provider, row.account, row.state) == ("telnyx", "default", "accepted")
-
-
-def test_relay_publishes_after_the_response(app: Flask, client: FlaskClient) -> None:
-    post(client, BODY)
-
-    def enqueued() -> bool:
-        with app.extensions["callrec"].sessions() as session:
-            return session.execute(select(Recording.enqueued_at)).scalar_one() is not None
-
-    wait_for(enqueued, 10, what="the relay to publish")
 
 
 def test_redelivery_is_a_duplicate(app: Flask, client: FlaskClient) -> None:
