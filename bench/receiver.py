@@ -558,6 +558,12 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
                                           f"{target}-gunicorn")
             cleanup.callback(server.stop)
             servers[target] = (server, port)
+        # The relay process publishes what the web process committed: it runs through every
+        # round, so its CPU (and the broker's) counts against callrec on these shared cores.
+        relay = ManagedProcess([sys.executable, "-m", "callrec_cli", "relay"],
+                               log_path=workdir / "relay.log", env=env, cwd=workdir,
+                               name="relay")
+        cleanup.callback(relay.stop)
         ledger = Ledger(stack.database_url)
         cleanup.callback(ledger.close)
 
