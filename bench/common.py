@@ -1,6 +1,6 @@
 """Small helpers shared by the bench scripts: processes, ports, waiting, percentiles, tables.
 
-Kept generic on purpose (no callrec imports): any bench script may use them.
+Kept generic on purpose: any bench script may use them (``wait_until`` is the sandbox's).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
+
+from emulators.sandbox import wait_until as sandbox_wait_until
 
 __all__ = [
     "REPO",
@@ -40,18 +41,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition"
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; ``TimeoutError`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+wait_until = sandbox_wait_until  # one polling loop for tests, benchmarks and demos
 
 
 def http_status(

@@ -373,24 +373,12 @@ class Stack:
 
 
 def _base_env(workdir: Path, public_key: str) -> dict[str, str]:
-    """Like ``tests.fixtures.callrec.base_env`` (without importing pytest)."""
-    return {
-        "CALLREC_DATABASE_URL": f"sqlite:///{workdir}/ledger.sqlite",
-        "CALLREC_BROKER_URL": f"sqla+sqlite:///{workdir}/broker.sqlite",
-        "CALLREC_STORAGE_URL": f"file://{workdir}/recordings",
-        "CALLREC_QUEUE_PREFIX": f"bench{uuid.uuid4().hex[:10]}",
-        "CALLREC_LOG_FORMAT": "json",
-        "CALLREC_LOG_LEVEL": "info",
-        "CALLREC_SWEEP_INTERVAL_SECONDS": "1",
-        "CALLREC_TASK_TIME_LIMIT_SECONDS": "20",
-        "CALLREC_STUCK_AFTER_SECONDS": "25",
-        "CALLREC_BROKER_VISIBILITY_TIMEOUT_SECONDS": "30",
-        "CALLREC_RETRY_BASE_SECONDS": "0.2",
-        "CALLREC_RETRY_MAX_SECONDS": "3",
-        "CALLREC_HTTP_TIMEOUT_SECONDS": "5",
-        "CALLREC_TELNYX_API_KEY": "bench-not-used",
-        "CALLREC_TELNYX_PUBLIC_KEY": public_key,
-    }
+    """The test sandbox's settings, with the Telnyx keys the receiver needs."""
+    from emulators.sandbox import sandbox_env
+
+    return sandbox_env(workdir, CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
+                       CALLREC_TELNYX_API_KEY="bench-not-used",
+                       CALLREC_TELNYX_PUBLIC_KEY=public_key)
 
 
 @contextlib.contextmanager

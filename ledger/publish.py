@@ -40,7 +40,6 @@ def publish_and_record(
                 "publish failed (%s); %s rows left to the sweeper",
                 type(exc).__name__,
                 len(id_list) - len(sent),
-                exc_info=True,
             )
             break
         sent.append(recording_id)
