@@ -6,13 +6,17 @@ and timings short enough for a test run; ``overrides`` replace any ``CALLREC_*``
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
-__all__ = ["sandbox_env", "wait_until"]
+__all__ = ["ManagedProcess", "sandbox_env", "wait_until"]
 
 T = TypeVar("T")
 
@@ -49,3 +53,73 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+class ManagedProcess:
+    """A child in its own process group, output to a log file; ``stop()`` ends the group."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or Path(argv[0]).name
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("ab")
+        self.process = subprocess.Popen(
+            list(argv),
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group (ignored once it has exited)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the process's output."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, SIGKILL it after ``timeout``; idempotent."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # stray children
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> ManagedProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
