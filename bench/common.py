@@ -11,7 +11,7 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from emulators.sandbox import ManagedProcess as SandboxProcess
 from emulators.sandbox import wait_until as sandbox_wait_until
@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

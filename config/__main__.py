@@ -4,6 +4,7 @@
 """
 
 import sys
+from pathlib import Path
 
 from config.settings import ConfigError, declared_settings, load_settings
 
@@ -11,7 +12,7 @@ from config.settings import ConfigError, declared_settings, load_settings
 def markdown_table() -> str:
     lines = ["| Variable | Default | What it does |", "|---|---|---|"]
     for env, default, help_text, _secret in declared_settings():
-        shown = default.replace(str(__import__("pathlib").Path.cwd()), ".") if default else ""
+        shown = default.replace(str(Path.cwd()), ".")  # defaults under ./var, not this machine
         lines.append(f"| `{env}` | {f'`{shown}`' if shown else '(empty)'} | {help_text} |")
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["redact", "redact_url"]
+__all__ = ["redact", "redact_value"]
 
 # A URL's query string carries presigned-URL signatures (X-Amz-Signature, tokens): drop it.
 _URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
@@ -19,11 +19,6 @@ def redact(text: str) -> str:
     text = _URL_QUERY.sub(r"\1?[redacted]", text)
     text = _BEARER.sub(r"\1[redacted]", text)
     return _PHONE.sub("[phone]", text)
-
-
-def redact_url(url: str) -> str:
-    """A URL fit for logs: scheme, host and path only."""
-    return _URL_QUERY.sub(r"\1?[redacted]", url.split("#", 1)[0])
 
 
 def redact_value(value: Any) -> Any:

@@ -105,7 +105,6 @@ class WebhookEvent:
     delivery_id: str
     event_type: str
     recordings: tuple[RecordingRef, ...] = ()
-    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)

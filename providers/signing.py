@@ -1,15 +1,13 @@
-"""Signature helpers shared by providers: timestamp windows, Ed25519, HMAC. All fail closed."""
+"""Signature helpers shared by providers: timestamp windows, base64, Ed25519. All fail closed."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 
 from providers.errors import ConfigurationMissing, SignatureInvalid
 
-__all__ = ["check_timestamp", "decode_b64", "hmac_matches", "verify_ed25519"]
+__all__ = ["check_timestamp", "decode_b64", "load_ed25519_key", "verify_ed25519"]
 
 DEFAULT_TOLERANCE_SECONDS = 300
 # One body for every signature failure, so a caller learns nothing about which check failed.
@@ -61,9 +59,3 @@ def verify_ed25519(verify_key: object, message: bytes, signature: bytes) -> None
         verify_key.verify(message, signature)  # type: ignore[attr-defined]
     except (BadSignatureError, ValueError, TypeError):
         raise SignatureInvalid(SIGNATURE_REASON) from None
-
-
-def hmac_matches(key: bytes, message: bytes, candidates: list[bytes], digest: str) -> bool:
-    """True when any candidate equals HMAC(key, message); constant-time per comparison."""
-    expected = hmac.new(key, message, getattr(hashlib, digest)).digest()
-    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)

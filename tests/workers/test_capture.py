@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,10 +42,23 @@ def make_runtime(tmp_path: Path, emulator: TelnyxEmulator, sent: Sent, **overrid
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent) -> Iterator[Runtime]:
-    built = make_runtime(tmp_path, telnyx_emulator, sent)
-    yield built
-    built.close()
+def new_runtime(tmp_path: Path, sent: Sent) -> Iterator[Callable[..., Runtime]]:
+    """Build runtimes against an emulator with setting overrides; all closed afterwards."""
+    built: list[Runtime] = []
+
+    def build(emulator: TelnyxEmulator, **overrides: str) -> Runtime:
+        runtime = make_runtime(tmp_path / str(len(built)), emulator, sent, **overrides)
+        built.append(runtime)
+        return runtime
+
+    yield build
+    for runtime in built:
+        runtime.close()
+
+
+@pytest.fixture
+def runtime(new_runtime: Callable[..., Runtime], telnyx_emulator: TelnyxEmulator) -> Runtime:
+    return new_runtime(telnyx_emulator)
 
 
 def accept(runtime: Runtime, recording_id: str | None = None, **lookup: str) -> int:
@@ -92,116 +105,96 @@ def test_second_run_of_a_stored_row_does_nothing(
 
 
 def test_wav_format_setting_stores_one_wav_object(
-    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+    new_runtime: Callable[..., Runtime], telnyx_emulator: TelnyxEmulator
 ) -> None:
-    runtime = make_runtime(tmp_path, telnyx_emulator, sent, CALLREC_TELNYX_FORMAT="wav")
-    try:
-        rec = telnyx_emulator.add_recording(size=10_000)
-        assert capture(runtime, accept(runtime, rec.id)).state == State.STORED
-        wav = recording_key("telnyx", "default", rec.id, "wav")
-        stat = runtime.storage.stat(wav)
-        assert stat is not None and stat.size == rec.wav_size
-        assert runtime.storage.stat(recording_key("telnyx", "default", rec.id, "mp3")) is None
-        record = json.loads(b"".join(runtime.storage.read(metadata_key(wav))))
-        assert (record["format"], record["content_type"]) == ("wav", "audio/wav")
-    finally:
-        runtime.close()
+    runtime = new_runtime(telnyx_emulator, CALLREC_TELNYX_FORMAT="wav")
+    rec = telnyx_emulator.add_recording(size=10_000)
+    assert capture(runtime, accept(runtime, rec.id)).state == State.STORED
+    wav = recording_key("telnyx", "default", rec.id, "wav")
+    stat = runtime.storage.stat(wav)
+    assert stat is not None and stat.size == rec.wav_size
+    assert runtime.storage.stat(recording_key("telnyx", "default", rec.id, "mp3")) is None
+    record = json.loads(b"".join(runtime.storage.read(metadata_key(wav))))
+    assert (record["format"], record["content_type"]) == ("wav", "audio/wav")
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["flat-items", "wrapped-items"])
-def test_lookup_reads_both_list_shapes(tmp_path: Path, sent: Sent, wrapped: bool) -> None:
+def test_lookup_reads_both_list_shapes(
+    new_runtime: Callable[..., Runtime], sent: Sent, wrapped: bool
+) -> None:
     with TelnyxEmulator(list_wrapped=wrapped) as emulator:
-        runtime = make_runtime(tmp_path, emulator, sent)
-        try:
-            first = emulator.add_recording(call_session_id="s-1", size=100)
-            second = emulator.add_recording(call_session_id="s-1", size=100)
-            emulator.add_recording(call_session_id="s-2", size=100)
-            outcome = capture(runtime, accept(runtime, call_session_id="s-1"))
-            assert outcome.state == State.RESOLVED
-            assert len(sent) == 2  # one wake-up per recording found
-            for row_id, _countdown in sent:
-                assert capture(runtime, row_id).state == State.STORED
-            for rec in (first, second):
-                assert runtime.storage.stat(recording_key("telnyx", "default", rec.id, "mp3"))
-        finally:
-            runtime.close()
+        runtime = new_runtime(emulator)
+        first = emulator.add_recording(call_session_id="s-1", size=100)
+        second = emulator.add_recording(call_session_id="s-1", size=100)
+        emulator.add_recording(call_session_id="s-2", size=100)
+        outcome = capture(runtime, accept(runtime, call_session_id="s-1"))
+        assert outcome.state == State.RESOLVED
+        assert len(sent) == 2  # one wake-up per recording found
+        for row_id, _countdown in sent:
+            assert capture(runtime, row_id).state == State.STORED
+        for rec in (first, second):
+            assert runtime.storage.stat(recording_key("telnyx", "default", rec.id, "mp3"))
 
 
 def test_attempts_are_bounded_then_failed_with_the_reason(
-    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+    new_runtime: Callable[..., Runtime], telnyx_emulator: TelnyxEmulator, sent: Sent
 ) -> None:
-    runtime = make_runtime(
-        tmp_path,
+    runtime = new_runtime(
         telnyx_emulator,
-        sent,
         CALLREC_MAX_ATTEMPTS="2",
         CALLREC_RETRY_BASE_SECONDS="0",
         CALLREC_RETRY_MAX_SECONDS="0",
     )
-    try:
-        rec = telnyx_emulator.add_recording(size=100)
-        telnyx_emulator.inject("api", "500", times=5)
-        row_id = accept(runtime, rec.id)
-        first = capture(runtime, row_id)
-        assert first.state == State.RETRYING and sent == [(row_id, 0.0)]
-        second = capture(runtime, row_id)
-        assert second.state == State.FAILED
-        assert second.detail == "gave up after 2 attempts: API HTTP 500 500 Internal Server Error"
-    finally:
-        runtime.close()
+    rec = telnyx_emulator.add_recording(size=100)
+    telnyx_emulator.inject("api", "500", times=5)
+    row_id = accept(runtime, rec.id)
+    first = capture(runtime, row_id)
+    assert first.state == State.RETRYING and sent == [(row_id, 0.0)]
+    second = capture(runtime, row_id)
+    assert second.state == State.FAILED
+    assert second.detail == "gave up after 2 attempts: API HTTP 500 500 Internal Server Error"
 
 
 def test_missing_api_key_retries_naming_the_setting(
-    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+    new_runtime: Callable[..., Runtime], telnyx_emulator: TelnyxEmulator, tmp_path: Path
 ) -> None:
-    runtime = make_runtime(tmp_path, telnyx_emulator, sent)
+    runtime = new_runtime(telnyx_emulator)
     runtime.accounts = type(runtime.accounts)(
         settings_from({**base_env(tmp_path), "CALLREC_TELNYX_API_BASE": telnyx_emulator.base_url}),
         runtime.http,
     )
-    try:
-        outcome = capture(runtime, accept(runtime, "r-1"))
-        assert outcome.state == State.RETRYING
-        assert outcome.detail == "not configured: CALLREC_TELNYX_API_KEY is not set"
-    finally:
-        runtime.close()
+    outcome = capture(runtime, accept(runtime, "r-1"))
+    assert outcome.state == State.RETRYING
+    assert outcome.detail == "not configured: CALLREC_TELNYX_API_KEY is not set"
 
 
 def test_audio_host_not_allowed_fails_permanently(
-    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent
+    new_runtime: Callable[..., Runtime], telnyx_emulator: TelnyxEmulator
 ) -> None:
-    runtime = make_runtime(
-        tmp_path, telnyx_emulator, sent, CALLREC_TELNYX_AUDIO_HOSTS="*.amazonaws.com"
-    )
-    try:
-        rec = telnyx_emulator.add_recording(size=100)
-        outcome = capture(runtime, accept(runtime, rec.id))
-        assert outcome.state == State.FAILED
-        assert outcome.detail is not None and "not in the allowed audio hosts" in outcome.detail
-    finally:
-        runtime.close()
+    runtime = new_runtime(telnyx_emulator, CALLREC_TELNYX_AUDIO_HOSTS="*.amazonaws.com")
+    rec = telnyx_emulator.add_recording(size=100)
+    outcome = capture(runtime, accept(runtime, rec.id))
+    assert outcome.state == State.FAILED
+    assert outcome.detail is not None and "not in the allowed audio hosts" in outcome.detail
 
 
 @pytest.mark.s3
 def test_capture_to_s3_multipart_is_exact(
-    tmp_path: Path, telnyx_emulator: TelnyxEmulator, sent: Sent, s3_bucket: tuple[str, str]
+    new_runtime: Callable[..., Runtime],
+    telnyx_emulator: TelnyxEmulator,
+    s3_bucket: tuple[str, str],
 ) -> None:
     endpoint, bucket = s3_bucket
-    runtime = make_runtime(
-        tmp_path,
+    runtime = new_runtime(
         telnyx_emulator,
-        sent,
         CALLREC_STORAGE_URL=f"s3://{bucket}/rec",
         CALLREC_S3_ENDPOINT_URL=endpoint,
         CALLREC_S3_PART_SIZE_BYTES=str(5 * 1024 * 1024),
     )
-    try:
-        rec = telnyx_emulator.add_recording(size=12 * 1024 * 1024 + 7)
-        assert capture(runtime, accept(runtime, rec.id)).state == State.STORED
-        key = recording_key("telnyx", "default", rec.id, "mp3")
-        digest = hashlib.sha256()
-        for chunk in runtime.storage.read(key):
-            digest.update(chunk)
-        assert digest.hexdigest() == rec.audio("mp3").sha256()
-    finally:
-        runtime.close()
+    rec = telnyx_emulator.add_recording(size=12 * 1024 * 1024 + 7)
+    assert capture(runtime, accept(runtime, rec.id)).state == State.STORED
+    key = recording_key("telnyx", "default", rec.id, "mp3")
+    digest = hashlib.sha256()
+    for chunk in runtime.storage.read(key):
+        digest.update(chunk)
+    assert digest.hexdigest() == rec.audio("mp3").sha256()
