@@ -261,6 +261,30 @@ class Settings:
         "Hosts audio may come from: `host`, `host:port` or `*.suffix`, comma-separated.",
     )
     telnyx_format: str = setting(_choice("mp3", "wav"), "mp3", "Audio format captured from Telnyx.")
+    quo_api_key: str | None = setting(
+        _optional_str,
+        "",
+        "Quo (OpenPhone) API key (sent as `Authorization: <key>`, no Bearer).",
+        secret=True,
+    )
+    quo_signing_key: str | None = setting(
+        _optional_str,
+        "",
+        "Quo legacy webhook signing key, base64 (`openphone-signature`; the app's signing secret).",
+        secret=True,
+    )
+    quo_webhook_secret: str | None = setting(
+        _optional_str,
+        "",
+        "Quo Standard Webhooks secret, `whsec_…` (webhooks created with the 2026-03-30 API).",
+        secret=True,
+    )
+    quo_api_base: str = setting(_http_base, "https://api.openphone.com", "Quo API base URL.")
+    quo_audio_hosts: tuple[str, ...] = setting(
+        _host_list,
+        "storage.googleapis.com,*.storage.googleapis.com",
+        "Hosts Quo audio may come from: `host`, `host:port` or `*.suffix`, comma-separated.",
+    )
 
     @property
     def soft_time_limit(self) -> int:

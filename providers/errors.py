@@ -11,6 +11,7 @@
     └── CaptureError               fetching a recording failed
         ├── RetryLater             transient (429, 5xx, network, cut stream); .retry_after
         │   └── NotReadyYet        the provider has not finished the recording yet
+        ├── NothingToCapture       a call-level lookup that is final with no recording
         ├── UrlExpired             the audio URL was refused (403/404/410): get a fresh one
         └── PermanentFailure       retrying cannot help (404 recording, 401 API key, SSRF...)
 
@@ -24,6 +25,7 @@ __all__ = [
     "CaptureError",
     "ConfigurationMissing",
     "NotReadyYet",
+    "NothingToCapture",
     "PayloadInvalid",
     "PermanentFailure",
     "RetryLater",
@@ -82,6 +84,14 @@ class RetryLater(CaptureError):
 
 class NotReadyYet(RetryLater):
     """The provider knows the recording but has not finished it."""
+
+
+class NothingToCapture(CaptureError):
+    """A lookup's call is known to have no recording: the lookup row ends ``resolved`` with none.
+
+    Raised by ``Provider.resolve`` only when the provider says so for certain (a finished call
+    listing no recording); an empty list that may still fill up is returned as ``[]`` instead.
+    """
 
 
 class UrlExpired(CaptureError):

@@ -12,11 +12,12 @@ import httpx
 
 from config.settings import Settings, env_name
 from providers.base import Account, Provider
+from providers.quo import QuoProvider
 from providers.telnyx import TelnyxProvider
 
 __all__ = ["DEFAULT_ACCOUNT", "PROVIDERS", "Accounts", "UnknownAccount"]
 
-PROVIDERS: Mapping[str, type[Provider]] = {cls.name: cls for cls in (TelnyxProvider,)}
+PROVIDERS: Mapping[str, type[Provider]] = {cls.name: cls for cls in (TelnyxProvider, QuoProvider)}
 DEFAULT_ACCOUNT = "default"
 
 

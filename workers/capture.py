@@ -31,6 +31,7 @@ from providers.base import Download, Provider
 from providers.errors import (
     CaptureError,
     ConfigurationMissing,
+    NothingToCapture,
     PermanentFailure,
     RetryLater,
     UrlExpired,
@@ -193,8 +194,11 @@ def _write_metadata(runtime: Runtime, key: str, record: dict[str, Any]) -> None:
 def _resolve(runtime: Runtime, provider: Provider, held: Claim) -> CaptureOutcome:
     """A lookup row: find the recordings it stands for and accept each as its own row."""
     lookup = held.hints.get("lookup") or {}
-    refs = provider.resolve(lookup)
-    if not refs:
+    try:
+        refs = provider.resolve(lookup)
+    except NothingToCapture as exc:  # final: the provider says the call has no recording
+        return _resolved(runtime, held, f"resolved into 0 recordings: {exc.reason}")
+    if not refs:  # not listed yet (e.g. Telnyx lists a recording a while after its webhook)
         raise RetryLater("the provider lists no recording for this call yet")
     result = accept_refs(
         runtime.sessions, held.provider, held.account, refs, source="lookup", parent_id=held.id
@@ -203,6 +207,10 @@ def _resolve(runtime: Runtime, provider: Provider, held: Claim) -> CaptureOutcom
     detail = f"resolved into {len(result.recording_ids)} recording(s): " + ",".join(
         str(i) for i in result.recording_ids
     )
+    return _resolved(runtime, held, detail)
+
+
+def _resolved(runtime: Runtime, held: Claim, detail: str) -> CaptureOutcome:
     finish(runtime.sessions, held, State.RESOLVED, detail=detail[:1000], last_error=None)
     logger.info("lookup %s", detail[:200])
     return CaptureOutcome(State.RESOLVED, detail)
