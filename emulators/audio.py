@@ -21,9 +21,29 @@ import random
 import threading
 from collections.abc import Iterator
 
-__all__ = ["BLOCK_SIZE", "AudioSource"]
+__all__ = ["BLOCK_SIZE", "MP3_PREFIX", "AudioSource", "wav_header"]
 
 BLOCK_SIZE = 1 << 20
+MP3_PREFIX = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4 tag header, empty tag
+
+
+def wav_header(size: int, channels: int) -> bytes:
+    """A 44-byte PCM RIFF/WAVE header (8 kHz, 16-bit) for a ``size``-byte file."""
+    rate, bits = 8000, 16
+    block_align = channels * bits // 8
+
+    def u32(n: int) -> bytes:
+        return min(max(n, 0), 0xFFFFFFFF).to_bytes(4, "little")
+
+    def u16(n: int) -> bytes:
+        return n.to_bytes(2, "little")
+
+    return (
+        b"RIFF" + u32(size - 8) + b"WAVE"
+        + b"fmt " + u32(16) + u16(1) + u16(channels) + u32(rate)
+        + u32(rate * block_align) + u16(block_align) + u16(bits)
+        + b"data" + u32(size - 44)
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)

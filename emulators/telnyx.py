@@ -15,17 +15,12 @@ What it serves (one loopback port; see /work/shared/seeds/003_*, 004_* and provi
 API routes need ``Authorization: Bearer <api_key>`` and carry ``x-ratelimit-*`` headers (a
 1000-per-60-s window that is counted, never enforced; use ``inject(..., "429")``).
 
-Presigned URLs: ``X-Amz-Date`` has second resolution and ``X-Amz-Expires`` is
-``ceil(url_ttl_seconds)`` as S3 writes them, but the exact expiry (ms) is carried in the first 16
-hex digits of the 64-hex ``X-Amz-Signature`` (the rest is an HMAC over the path and every other
-query parameter), so a 0.5 s TTL expires 0.5 s after issue. Any edit of the URL → AccessDenied.
+Presigned URLs, Range and audio faults: :mod:`emulators.media`; lifecycle, request log and
+injectable faults: :mod:`emulators.base`.
 
 Audio: mp3 is ``size`` bytes starting with an ID3v2 header, wav is ``wav_size`` bytes (default
 ``4 * size``, the ratio of 8 kHz 16-bit PCM to 32 kbit/s mp3) starting with a RIFF/WAVE header;
 the rest is pseudo-random, derived from ``seed`` (different seeds per format).
-
-Faults (:meth:`TelnyxEmulator.inject`) fire on the next matching requests, before the auth or
-signature check, and are consumed as they fire (FIFO per target).
 """
 
 from __future__ import annotations
@@ -33,33 +28,28 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hashlib
 import hmac
 import json
-import logging
 import math
 import re
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
-from urllib.parse import quote, urlencode
+from typing import Any, Literal
 
 import nacl.signing
 from werkzeug.wrappers import Request, Response
 
-from emulators.audio import AudioSource
-from emulators.server import LoopbackServer
+from emulators.audio import MP3_PREFIX, AudioSource, wav_header
+from emulators.base import Emulator, FaultKind, FaultTarget, RequestRecord
+from emulators.base import json_response as _json
+from emulators.media import MediaFile, PresignedMedia, iso_ms
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+# The audio body generator, looked up per request so bench/capture_child.py can pace it.
+from emulators.media import stream_range as _stream
 
 __all__ = [
     "RATE_LIMITED_BODY",
@@ -75,21 +65,7 @@ __all__ = [
     "recording_saved_body",
 ]
 
-logger = logging.getLogger(__name__)
-
 AudioFormat = Literal["mp3", "wav"]
-FaultTarget = Literal["api", "audio"]
-FaultKind = Literal["429", "500", "503", "expired", "truncate", "slow"]
-
-_FAULT_KINDS: dict[str, frozenset[str]] = {
-    "api": frozenset({"429", "500", "503", "slow"}),
-    "audio": frozenset({"429", "500", "503", "slow", "expired", "truncate"}),
-}
-_FAULT_OPTS: dict[str, frozenset[str]] = {
-    "429": frozenset({"retry_after"}),
-    "slow": frozenset({"seconds"}),
-    "truncate": frozenset({"after_bytes"}),
-}
 
 
 def _errors(code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -110,8 +86,6 @@ UNAVAILABLE_BODY = _errors("503", "Service Unavailable", "Service unavailable")
 METHOD_NOT_ALLOWED_BODY = _errors("405", "Method Not Allowed", "Method not allowed")
 
 _MIME = {"mp3": "audio/mpeg", "wav": "audio/wav"}
-_STREAM_CHUNK = 256 * 1024  # fewer socket writes: ~450 MB/s on loopback vs ~380 at 64 KiB
-_MP3_PREFIX = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4 tag header, empty tag
 _WEBHOOK_DELIVERED_TO = "http://example.invalid/webhooks/telnyx"
 
 # filter[<key>] → EmulatedRecording attribute; filter[<key>][gte|lte] → datetime attribute.
@@ -132,8 +106,6 @@ _RANGE_FILTERS = {
     "end_time": "recording_ended_at",
 }
 _FILTER_RE = re.compile(r"filter\[(\w+)\](?:\[(\w+)\])?")
-_MEDIA_RE = re.compile(r"/media/([^/]+)\.(mp3|wav)")
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def _now() -> datetime:
@@ -142,43 +114,9 @@ def _now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def iso_ms(dt: datetime) -> str:
-    """``2018-02-02T22:25:27.521Z`` (the API's timestamp format)."""
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
 def iso_us(dt: datetime) -> str:
     """``2018-02-02T22:25:27.521992Z`` (the webhook's timestamp format)."""
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _wav_header(size: int, channels: int) -> bytes:
-    """A 44-byte PCM RIFF/WAVE header (8 kHz, 16-bit) for a ``size``-byte file."""
-    rate, bits = 8000, 16
-    block_align = channels * bits // 8
-
-    def u32(n: int) -> bytes:
-        return min(max(n, 0), 0xFFFFFFFF).to_bytes(4, "little")
-
-    def u16(n: int) -> bytes:
-        return n.to_bytes(2, "little")
-
-    return (
-        b"RIFF" + u32(size - 8) + b"WAVE"
-        + b"fmt " + u32(16) + u16(1) + u16(channels) + u32(rate)
-        + u32(rate * block_align) + u16(block_align) + u16(bits)
-        + b"data" + u32(size - 44)
-    )  # fmt: skip
-
-
-class RequestRecord(NamedTuple):
-    """One request the emulator answered: arrival ``time.monotonic()``, method, path, status."""
-
-    at: float
-    method: str
-    path: str
-    status: int
 
 
 @dataclass
@@ -214,10 +152,10 @@ class EmulatedRecording:
         source = self._audio.get(fmt)
         if source is None:
             if fmt == "mp3":
-                source = AudioSource(self.size, f"{self.seed}:mp3", prefix=_MP3_PREFIX)
+                source = AudioSource(self.size, f"{self.seed}:mp3", prefix=MP3_PREFIX)
             elif fmt == "wav":
                 channels = 2 if self.channels == "dual" else 1
-                header = _wav_header(self.wav_size, channels)
+                header = wav_header(self.wav_size, channels)
                 source = AudioSource(self.wav_size, f"{self.seed}:wav", prefix=header)
             else:
                 raise ValueError(f"unknown audio format {fmt!r}")
@@ -255,31 +193,11 @@ class EmulatedRecording:
         }
 
 
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    opts: dict[str, Any]
-
-
 class _BadParameter(Exception):
     def __init__(self, parameter: str, detail: str) -> None:
         super().__init__(detail)
         self.parameter = parameter
         self.detail = detail
-
-
-def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
-    text = json.dumps(body, separators=(",", ":"))
-    return Response(text, status=status, headers=headers, content_type="application/json")
-
-
-def _xml_error(status: int, code: str, message: str, **extra: str) -> Response:
-    """An S3-style XML error document."""
-    fields = {"Code": code, "Message": message, **extra, "RequestId": secrets.token_hex(8).upper()}
-    inner = "".join(f"<{k}>{v}</{k}>" for k, v in fields.items())
-    text = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{inner}</Error>'
-    return Response(text, status=status, content_type="application/xml")
 
 
 def _parse_time(parameter: str, value: str) -> datetime:
@@ -304,7 +222,7 @@ def _int_param(args: Any, name: str, default: int, minimum: int, maximum: int | 
     return value
 
 
-class TelnyxEmulator:
+class TelnyxEmulator(Emulator):
     """The Telnyx recordings API and its presigned audio URLs on one loopback port.
 
     A WSGI app; ``start()``/``stop()`` (or ``with``) serve it from a thread. All public methods
@@ -327,57 +245,17 @@ class TelnyxEmulator:
         self.url_ttl_seconds = url_ttl_seconds
         self.list_wrapped = list_wrapped
         self.connection_id = connection_id
-        self._secret = secrets.token_bytes(32)
-        self._lock = threading.Lock()
+        super().__init__(port)
+        self._media = PresignedMedia()
         self._recordings: dict[str, EmulatedRecording] = {}
-        self._faults: dict[str, list[_Fault]] = {"api": [], "audio": []}
-        self._requests: list[RequestRecord] = []
         self._last_created: datetime | None = None
         self._window_start = time.monotonic()
         self._window_count = 0
-        self._server = LoopbackServer(self, port)
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Start serving; returns self."""
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (idempotent, bounded)."""
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after ``start()``)."""
-        return self._server.port
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (the server root)."""
-        return self._server.url
 
     @property
     def base_url(self) -> str:
         """The API base, ``http://127.0.0.1:PORT/v2``."""
         return f"{self._server.url}/v2"
-
-    @property
-    def audio_host(self) -> str:
-        """``127.0.0.1:PORT``: the host the presigned audio URLs point at."""
-        return f"127.0.0.1:{self._server.port}"
 
     # -- recordings ---------------------------------------------------------------------------
 
@@ -470,133 +348,28 @@ class TelnyxEmulator:
     def presign(self, recording_id: str, fmt: AudioFormat, ttl: float | None = None) -> str:
         """A URL for the audio of ``recording_id`` valid ``ttl`` s (default url_ttl_seconds)."""
         ttl = self.url_ttl_seconds if ttl is None else ttl
-        now = time.time()
-        expires_ms = round((now + ttl) * 1000)
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        params = {
-            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-            "X-Amz-Credential": f"ASIAEMULATOR/{amz_date[:8]}/us-east-1/s3/aws4_request",
-            "X-Amz-Date": amz_date,
-            "X-Amz-Expires": str(math.ceil(ttl)),
-            "X-Amz-SignedHeaders": "host",
-        }
-        path = f"/media/{quote(recording_id, safe='')}.{fmt}"
-        mac = self._mac(f"/media/{recording_id}.{fmt}", params, expires_ms)
-        params["X-Amz-Signature"] = f"{expires_ms:016x}{mac}"
-        return f"{self.url}{path}?{urlencode(params)}"
-
-    def _mac(self, path: str, params: dict[str, str], expires_ms: int) -> str:
-        canonical = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
-        message = f"{path}\n{canonical}\n{expires_ms}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:48]
-
-    def _check_presigned(self, request: Request) -> Response | None:
-        """None when the URL is intact and unexpired, else the S3 403."""
-        params = {k: v for k, v in request.args.items() if k != "X-Amz-Signature"}
-        signature = request.args.get("X-Amz-Signature", "")
-        if not re.fullmatch(r"[0-9a-f]{64}", signature):
-            return _xml_error(403, "AccessDenied", "Access Denied")
-        expires_ms = int(signature[:16], 16)
-        expected = self._mac(request.path, params, expires_ms)
-        if not hmac.compare_digest(expected, signature[16:]):
-            return _xml_error(403, "AccessDenied", "Access Denied")
-        now = time.time()
-        if now * 1000 > expires_ms:
-            return self._expired(request, expires_ms / 1000)
-        return None
-
-    @staticmethod
-    def _expired(request: Request, expired_at: float) -> Response:
-        return _xml_error(
-            403,
-            "AccessDenied",
-            "Request has expired",
-            **{
-                "X-Amz-Expires": request.args.get("X-Amz-Expires", "0"),
-                "Expires": iso_ms(datetime.fromtimestamp(expired_at, UTC)),
-                "ServerTime": iso_ms(datetime.now(UTC)),
-            },
-        )
-
-    # -- faults and observations --------------------------------------------------------------
-
-    def inject(self, target: FaultTarget, kind: FaultKind, times: int = 1, **opts: Any) -> None:
-        """Queue a fault for the next ``times`` requests to ``target``.
-
-        ``target``: ``"api"`` (list and get) or ``"audio"`` (the presigned URLs). ``kind``:
-        ``"429"`` (``retry_after=1``), ``"500"``, ``"503"``, ``"slow"`` (``seconds=1.0``, then
-        answers normally), and for audio only ``"expired"`` (403 even for a fresh URL) and
-        ``"truncate"`` (full ``Content-Length``, connection closed after ``after_bytes``,
-        default half the body; HEAD requests do not consume it).
-        """
-        if target not in _FAULT_KINDS:
-            raise ValueError(f"unknown fault target {target!r}")
-        if kind not in _FAULT_KINDS[target]:
-            raise ValueError(f"fault {kind!r} does not apply to {target!r}")
-        unknown = set(opts) - _FAULT_OPTS.get(kind, frozenset())
-        if unknown:
-            raise TypeError(f"unknown options for fault {kind!r}: {sorted(unknown)}")
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults[target].append(_Fault(kind, times, dict(opts)))
-
-    def clear_faults(self) -> None:
-        """Drop every queued fault."""
-        with self._lock:
-            for queue in self._faults.values():
-                queue.clear()
-
-    def pending_faults(self) -> list[tuple[str, str, int]]:
-        """``(target, kind, remaining)`` of every queued fault, in firing order."""
-        with self._lock:
-            return [(t, f.kind, f.remaining) for t, q in self._faults.items() for f in q]
-
-    def _take_fault(self, target: str, method: str) -> _Fault | None:
-        with self._lock:
-            queue = self._faults[target]
-            if not queue or (method == "HEAD" and queue[0].kind == "truncate"):
-                return None
-            fault = queue[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                queue.pop(0)
-            return fault
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """A snapshot of the requests answered so far (path without query string)."""
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        """Forget the requests logged so far."""
-        with self._lock:
-            self._requests.clear()
+        return self._media.presign(self.url, recording_id, fmt, ttl)
 
     # -- WSGI ---------------------------------------------------------------------------------
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        arrived = time.monotonic()
-        request = Request(environ)
-        try:
-            response = self._dispatch(request)
-        except Exception:
-            logger.exception("telnyx emulator failed on %s %s", request.method, request.path)
-            response = _json(SERVER_ERROR_BODY, 500)
-        with self._lock:
-            self._requests.append(
-                RequestRecord(arrived, request.method, request.path, response.status_code)
-            )
-        return response(environ, start_response)
+    def crash_response(self) -> Response:
+        return _json(SERVER_ERROR_BODY, 500)
 
-    def _dispatch(self, request: Request) -> Response:
+    def dispatch(self, request: Request) -> Response:
         path = request.path
         if path == "/v2" or path.startswith("/v2/"):
             return self._api(request)
         if path.startswith("/media/"):
-            return self._media(request)
+            fault = self.take_fault("audio", request.method)
+            return self._media.serve(request, fault, self._media_file, stream=_stream)
         return _json(PAGE_NOT_FOUND_BODY, 404)
+
+    def _media_file(self, recording_id: str, ext: str) -> MediaFile | None:
+        rec = self.get_recording(recording_id)
+        if rec is None or ext not in _MIME:
+            return None
+        fmt: AudioFormat = "mp3" if ext == "mp3" else "wav"
+        return MediaFile(rec.audio(fmt), _MIME[fmt], rec.created_at)
 
     def _rate_headers(self) -> dict[str, str]:
         with self._lock:
@@ -613,7 +386,7 @@ class TelnyxEmulator:
         }
 
     def _api(self, request: Request) -> Response:
-        fault = self._take_fault("api", request.method)
+        fault = self.take_fault("api", request.method)
         if fault is not None:
             if fault.kind == "429":
                 retry_after = str(fault.opts.get("retry_after", 1))
@@ -694,91 +467,6 @@ class TelnyxEmulator:
             },
         }
         return _json(body, 200)
-
-    def _media(self, request: Request) -> Response:
-        match = _MEDIA_RE.fullmatch(request.path)
-        if match is None:
-            return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
-        truncate_after: int | None = None
-        fault = self._take_fault("audio", request.method)
-        if fault is not None:
-            if fault.kind == "429":
-                response = _xml_error(429, "SlowDown", "Please reduce your request rate.")
-                response.headers["Retry-After"] = str(fault.opts.get("retry_after", 1))
-                return response
-            if fault.kind == "500":
-                return _xml_error(
-                    500, "InternalError", "We encountered an internal error. Please try again."
-                )
-            if fault.kind == "503":
-                return _xml_error(503, "ServiceUnavailable", "Please reduce your request rate.")
-            if fault.kind == "expired":
-                return self._expired(request, time.time())
-            if fault.kind == "slow":
-                time.sleep(float(fault.opts.get("seconds", 1.0)))
-            if fault.kind == "truncate":
-                truncate_after = fault.opts.get("after_bytes", -1)
-        denied = self._check_presigned(request)
-        if denied is not None:
-            return denied
-        if request.method not in ("GET", "HEAD"):
-            return _xml_error(405, "MethodNotAllowed", "The specified method is not allowed.")
-        rec = self.get_recording(match.group(1))
-        if rec is None:
-            return _xml_error(404, "NoSuchKey", "The specified key does not exist.")
-        fmt: AudioFormat = "mp3" if match.group(2) == "mp3" else "wav"
-        return self._audio_response(request, rec, fmt, truncate_after)
-
-    def _audio_response(
-        self,
-        request: Request,
-        rec: EmulatedRecording,
-        fmt: AudioFormat,
-        truncate_after: int | None,
-    ) -> Response:
-        source = rec.audio(fmt)
-        size = source.size
-        start, end, status = 0, size, 200
-        headers = {
-            "Content-Type": _MIME[fmt],
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{hashlib.md5(source.seed.encode(), usedforsecurity=False).hexdigest()}"',
-            "Last-Modified": rec.created_at.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        }
-        range_match = _RANGE_RE.fullmatch(request.headers.get("Range", "").strip())
-        if range_match and (range_match.group(1) or range_match.group(2)):
-            first, last = range_match.group(1), range_match.group(2)
-            if first:
-                start = int(first)
-                end = min(int(last) + 1, size) if last else size
-            else:  # suffix range: the last N bytes
-                start = max(0, size - int(last))
-            if start >= size or start >= end:
-                response = _xml_error(416, "InvalidRange", "The requested range is not satisfiable")
-                response.headers["Content-Range"] = f"bytes */{size}"
-                return response
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        length = end - start
-        headers["Content-Length"] = str(length)
-        limit = None
-        if truncate_after is not None:
-            limit = length // 2 if truncate_after < 0 else min(truncate_after, length)
-        # A lazy iterable keeps our Content-Length; werkzeug sends no body for HEAD.
-        body = _stream(source, start, end, limit)
-        return Response(body, status=status, headers=headers, direct_passthrough=True)
-
-
-def _stream(source: AudioSource, start: int, end: int, limit: int | None) -> Iterator[bytes]:
-    """The bytes of ``[start, end)``; only the first ``limit`` of them when ``limit`` is set."""
-    sent = 0
-    for chunk in source.iter_bytes(start, end, chunk_size=_STREAM_CHUNK):
-        if limit is not None and sent + len(chunk) >= limit:
-            if limit > sent:
-                yield chunk[: limit - sent]
-            return
-        sent += len(chunk)
-        yield chunk
 
 
 # -- webhooks ---------------------------------------------------------------------------------
