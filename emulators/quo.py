@@ -1,0 +1,435 @@
+"""A real HTTP emulator of Quo's (OpenPhone's) call recordings API, and a webhook sender.
+
+What it serves (one loopback port; seed ``002`` and providers.md §2):
+
+- ``GET /v1/call-recordings/{callId}`` — ``{"data": [...]}``, the call's recordings oldest
+  segment first, each ``{id, status, startTime, duration, type, url}``; ``url`` and
+  ``duration`` are null until the recording is ``completed``. ``Authorization: <api key>``
+  exactly (no Bearer: "The Quo API does not use a Bearer token"), else 401. A call id not
+  matching ``^AC(.*)$`` is a 400 with ``errors[]``; an unknown call a 404 "Call not found".
+  Error bodies follow the OpenAPI: ``{message, code, status, docs, title, trace}``.
+- Rate limit: "Each API key may make up to 10 requests per second" — enforced per key over a
+  sliding second: the 11th gets 429 with ``Retry-After: 1``. Quo documents neither the 429 body
+  nor its headers (UNCONFIRMED); the body here follows the other error bodies.
+- ``GET|HEAD /media/{recordingId}.mp3?X-Amz-...`` — expiring presigned audio with Range
+  (:mod:`emulators.media`). Real Quo URLs show no signature and their lifetime is not stated
+  (§2.4); expiring ones are the stricter case for callrec.
+
+Faults: :meth:`Emulator.inject` (``"api"``, ``"audio"``). Webhooks: :class:`QuoWebhookSender`
+signs legacy ``openphone-signature`` and Standard Webhooks (with the ``standardwebhooks``
+library) deliveries and posts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import httpx
+from standardwebhooks import Webhook
+from werkzeug.wrappers import Request, Response
+
+from emulators.audio import MP3_PREFIX, AudioSource
+from emulators.base import Emulator
+from emulators.base import json_response as _json
+from emulators.media import MediaFile, PresignedMedia, iso_ms
+
+__all__ = [
+    "STATUSES",
+    "QuoCall",
+    "QuoEmulator",
+    "QuoRecording",
+    "QuoWebhookSender",
+    "call_event_body",
+]
+
+# The recording status enum of the OpenAPI (seed 002).
+STATUSES = frozenset(
+    {
+        "absent",
+        "completed",
+        "deleted",
+        "failed",
+        "in-progress",
+        "paused",
+        "processing",
+        "stopped",
+        "stopping",
+    }
+)
+_CALL_RE = re.compile(r"/v1/call-recordings/([^/]*)")
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+DOCS = "https://openphone.com/docs"
+
+
+def error_body(status: int, title: str, message: str, **extra: Any) -> dict[str, Any]:
+    """An error body as the OpenAPI draws it (code ``09004xx``, ``0901500`` for 500)."""
+    code = "0901500" if status == 500 else f"0900{status}"
+    return {
+        "message": message,
+        "code": code,
+        "status": status,
+        "docs": DOCS,
+        "title": title,
+        "trace": secrets.token_hex(8),
+        **extra,
+    }
+
+
+def _new_id(prefix: str, length: int) -> str:
+    return prefix + "".join(secrets.choice(_ID_CHARS) for _ in range(length))
+
+
+@dataclass
+class QuoRecording:
+    """One recording segment of a call."""
+
+    id: str
+    call_id: str
+    status: str
+    start_time: datetime
+    duration: int
+    size: int
+    seed: str
+    _audio: AudioSource | None = field(default=None, repr=False, compare=False)
+
+    def audio(self) -> AudioSource:
+        """The mp3 bytes served for this recording (``size`` bytes, ID3 header first)."""
+        if self._audio is None:
+            self._audio = AudioSource(self.size, f"{self.seed}:mp3", prefix=MP3_PREFIX)
+        return self._audio
+
+    def item(self, url: str | None) -> dict[str, Any]:
+        """The API item; ``url`` and ``duration`` only once completed."""
+        done = self.status == "completed"
+        return {
+            "duration": self.duration if done else None,
+            "id": self.id,
+            "startTime": iso_ms(self.start_time).replace(".000Z", "Z"),
+            "status": self.status,
+            "type": "audio/mpeg",
+            "url": url if done else None,
+        }
+
+
+@dataclass
+class QuoCall:
+    """A call and its recordings, oldest segment first."""
+
+    id: str
+    created_at: datetime
+    completed_at: datetime
+    recordings: list[QuoRecording] = field(default_factory=list)
+    direction: str = "incoming"
+
+
+class QuoEmulator(Emulator):
+    """Quo's call recordings API and expiring audio URLs on one loopback port."""
+
+    def __init__(
+        self,
+        api_key: str = "test-quo-key",
+        url_ttl_seconds: float = 600.0,
+        rate_limit: int | None = 10,
+        *,
+        port: int = 0,
+    ) -> None:
+        super().__init__(port)
+        self.api_key = api_key
+        self.url_ttl_seconds = url_ttl_seconds
+        self.rate_limit = rate_limit
+        self._media = PresignedMedia()
+        self._calls: dict[str, QuoCall] = {}
+        self._recordings: dict[str, QuoRecording] = {}
+        self._recent: dict[str, collections.deque[float]] = {}
+
+    @property
+    def base_url(self) -> str:
+        """The API base (``CALLREC_QUO_API_BASE``): the server root."""
+        return self.url
+
+    # -- calls and recordings -------------------------------------------------------------------
+
+    def add_call(
+        self,
+        call_id: str | None = None,
+        *,
+        segments: int = 1,
+        size: int = 32768,
+        status: str = "completed",
+        duration: int = 60,
+    ) -> QuoCall:
+        """A finished call with ``segments`` recordings (0 for an unrecorded call)."""
+        ended = datetime.now(UTC).replace(microsecond=0)
+        call = QuoCall(
+            id=call_id or _new_id("AC", 32),
+            created_at=ended - timedelta(seconds=(duration + 5) * max(segments, 1)),
+            completed_at=ended,
+        )
+        with self._lock:
+            if call.id in self._calls:
+                raise ValueError(f"call {call.id} already exists")
+            self._calls[call.id] = call
+        for _ in range(segments):
+            self.add_recording(call.id, status=status, size=size, duration=duration)
+        return call
+
+    def add_recording(
+        self, call_id: str, *, status: str = "completed", size: int = 32768, duration: int = 60
+    ) -> QuoRecording:
+        """Append a segment to the call (it starts after the previous one)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        with self._lock:
+            call = self._calls[call_id]
+            start = call.created_at + timedelta(seconds=(duration + 5) * len(call.recordings))
+            rid = _new_id("CR", 10)
+            rec = QuoRecording(rid, call_id, status, start, duration, size, seed=rid)
+            call.recordings.append(rec)
+            self._recordings[rid] = rec
+        return rec
+
+    def set_status(self, recording_id: str, status: str) -> None:
+        """Move a recording to another status (e.g. ``processing`` → ``completed``)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        with self._lock:
+            self._recordings[recording_id].status = status
+
+    def get_call(self, call_id: str) -> QuoCall | None:
+        with self._lock:
+            return self._calls.get(call_id)
+
+    def presign(self, recording_id: str, ttl: float | None = None) -> str:
+        """A URL for the recording's audio valid ``ttl`` s (default ``url_ttl_seconds``)."""
+        ttl = self.url_ttl_seconds if ttl is None else ttl
+        return self._media.presign(self.url, recording_id, "mp3", ttl)
+
+    # -- WSGI -----------------------------------------------------------------------------------
+
+    def crash_response(self) -> Response:
+        return _json(error_body(500, "Unknown", "Unknown error"), 500)
+
+    def dispatch(self, request: Request) -> Response:
+        if request.path.startswith("/v1/"):
+            return self._api(request)
+        if request.path.startswith("/media/"):
+            fault = self.take_fault("audio", request.method)
+            return self._media.serve(request, fault, self._media_file)
+        return _json(error_body(404, "Not Found", "Not found"), 404)
+
+    def _media_file(self, recording_id: str, ext: str) -> MediaFile | None:
+        with self._lock:
+            rec = self._recordings.get(recording_id)
+        if rec is None or ext != "mp3" or rec.status != "completed":
+            return None
+        return MediaFile(rec.audio(), "audio/mpeg", rec.start_time)
+
+    def _api(self, request: Request) -> Response:
+        fault = self.take_fault("api", request.method)
+        if fault is not None:
+            if fault.kind == "slow":
+                time.sleep(float(fault.opts.get("seconds", 1.0)))
+            elif fault.kind == "429":
+                return self._too_many(str(fault.opts.get("retry_after", 1)))
+            else:
+                status = int(fault.kind)
+                title = "Unknown" if status == 500 else "Service Unavailable"
+                return _json(error_body(status, title, "Temporary failure"), status)
+        key = request.headers.get("Authorization", "")
+        if self._over_limit(key):
+            return self._too_many("1")
+        if not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return _json(error_body(401, "Unauthorized", "Invalid API key"), 401)
+        match = _CALL_RE.fullmatch(request.path)
+        if match is None:
+            return _json(error_body(404, "Not Found", "Not found"), 404)
+        if request.method not in ("GET", "HEAD"):
+            return _json(error_body(405, "Method Not Allowed", "Method not allowed"), 405)
+        return self._call_recordings(match.group(1))
+
+    def _call_recordings(self, call_id: str) -> Response:
+        if not call_id.startswith("AC"):
+            problem = {
+                "path": "/callId",
+                "message": "Expected string to match '^AC(.*)$'",
+                "value": call_id,
+                "schema": {"type": "string"},
+            }
+            body = error_body(400, "Bad Request", "Invalid request", errors=[problem])
+            body.pop("trace")
+            return _json(body, 400)
+        call = self.get_call(call_id)
+        if call is None:
+            return _json(error_body(404, "Not Found", "Call not found"), 404)
+        with self._lock:
+            recordings = list(call.recordings)
+        items = [rec.item(self.presign(rec.id)) for rec in recordings]
+        return _json({"data": items}, 200)
+
+    def _over_limit(self, key: str) -> bool:
+        """Count this request against ``key``; True when it is past ``rate_limit`` per second."""
+        if self.rate_limit is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent.setdefault(key, collections.deque())
+            while recent and now - recent[0] >= 1.0:
+                recent.popleft()
+            if len(recent) >= self.rate_limit:
+                return True
+            recent.append(now)
+            return False
+
+    @staticmethod
+    def _too_many(retry_after: str) -> Response:
+        body = error_body(429, "Too Many Requests", "Rate limit exceeded: 10 requests per second")
+        return _json(body, 429, {"Retry-After": retry_after})
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+Shape = Literal["object", "resource"]
+Scheme = Literal["legacy", "standard"]
+
+
+def call_event_body(
+    call: QuoCall | None = None,
+    *,
+    event_type: str = "call.recording.completed",
+    shape: Shape = "object",
+    event_id: str | None = None,
+) -> bytes:
+    """The compact JSON bytes of a Quo call webhook.
+
+    ``shape="object"``: the legacy envelope (``object: "event"``, ``apiVersion: "v3"``, call at
+    ``data.object``; Pipedream's captured test event, providers.md §2.1). ``"resource"``: the
+    2026-03-30 envelope (call at ``data.resource``, plus ``context`` and ``links``). Without
+    ``call`` the ids are random. Phone numbers are the 555-01xx fiction range.
+    """
+    now = datetime.now(UTC)
+    call = call or QuoCall(_new_id("AC", 32), now - timedelta(minutes=2), now)
+    media_base = "https://storage.googleapis.com/opstatics-dev"
+    resource = {
+        "id": call.id,
+        "object": "call",
+        "from": "+18005550100",
+        "to": "+18885550101",
+        "direction": call.direction,
+        "media": [
+            {"url": f"{media_base}/{rec.id}.mp3", "type": "audio/mpeg", "duration": rec.duration}
+            for rec in call.recordings
+        ],
+        "voicemail": None,
+        "status": "completed",
+        "createdAt": iso_ms(call.created_at),
+        "answeredAt": iso_ms(call.created_at + timedelta(seconds=4)),
+        "completedAt": iso_ms(call.completed_at),
+        "userId": "USu5AsEHuQ",
+        "phoneNumberId": "PNtoDbDhuz",
+        "conversationId": _new_id("CN", 32),
+    }  # fmt: skip
+    envelope: dict[str, Any] = {
+        "id": event_id or _new_id("EV", 32),
+        "object": "event",
+        "apiVersion": "v3",
+        "createdAt": iso_ms(now),
+        "type": event_type,
+        "data": {"object": resource},
+    }
+    if shape == "resource":
+        envelope = {
+            "id": envelope["id"],
+            "apiVersion": "2026-03-30",
+            "createdAt": envelope["createdAt"],
+            "type": event_type,
+            "data": {
+                "resource": resource,
+                "context": {},
+                "links": {"quo": f"https://my.quo.com/calls/{call.id}"},
+            },
+        }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+class QuoWebhookSender:
+    """Signs and posts Quo webhooks under either scheme.
+
+    Legacy: ``openphone-signature: hmac;1;<ts>;<base64 HMAC-SHA256(key, f"{ts}.{body}")>`` with
+    the base64-decoded signing key. Standard Webhooks: signed by the ``standardwebhooks``
+    library with the ``whsec_`` secret.
+    """
+
+    call_event_body = staticmethod(call_event_body)
+
+    def __init__(self, signing_key: bytes | None = None, webhook_secret: bytes | None = None):
+        self.signing_key = signing_key or secrets.token_bytes(32)
+        self._standard_key = webhook_secret or secrets.token_bytes(24)
+
+    @property
+    def signing_key_b64(self) -> str:
+        """``CALLREC_QUO_SIGNING_KEY``: the key as base64 (what the app reveals)."""
+        return base64.b64encode(self.signing_key).decode()
+
+    @property
+    def webhook_secret(self) -> str:
+        """``CALLREC_QUO_WEBHOOK_SECRET``: ``whsec_`` + base64 of the key."""
+        return "whsec_" + base64.b64encode(self._standard_key).decode()
+
+    def legacy_headers(
+        self, body: bytes, timestamp: int | None = None, *, unit: Literal["ms", "s"] = "ms"
+    ) -> dict[str, str]:
+        """Headers of a legacy delivery; ``timestamp`` defaults to now in ``unit`` (Quo: ms)."""
+        if timestamp is None:
+            timestamp = int(time.time() * 1000) if unit == "ms" else int(time.time())
+        digest = hmac.new(self.signing_key, f"{timestamp}.".encode() + body, hashlib.sha256)
+        signature = base64.b64encode(digest.digest()).decode()
+        return {
+            "openphone-signature": f"hmac;1;{timestamp};{signature}",
+            "content-type": "application/json",
+        }
+
+    def standard_headers(
+        self,
+        body: bytes,
+        *,
+        msg_id: str | None = None,
+        timestamp: int | None = None,
+        extra_secrets: Sequence[str] = (),
+    ) -> dict[str, str]:
+        """Headers of a Standard Webhooks delivery; ``extra_secrets`` sign too (rotation).
+
+        The library signs text: a body that is not UTF-8 is signed as its replaced decoding,
+        so it never verifies (no real producer can send one).
+        """
+        msg_id = msg_id or _new_id("msg_", 24)
+        sent = datetime.fromtimestamp(int(time.time()) if timestamp is None else timestamp, UTC)
+        signatures = [
+            Webhook(secret).sign(msg_id, sent, body.decode(errors="replace"))
+            for secret in (*extra_secrets, self.webhook_secret)
+        ]
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(sent.timestamp())),
+            "webhook-signature": " ".join(signatures),
+            "content-type": "application/json",
+        }
+
+    def headers(self, body: bytes, scheme: Scheme = "legacy") -> dict[str, str]:
+        return self.legacy_headers(body) if scheme == "legacy" else self.standard_headers(body)
+
+    def post(
+        self, url: str, body: bytes, scheme: Scheme = "legacy", timeout: float = 20
+    ) -> httpx.Response:
+        """Sign ``body`` under ``scheme`` and POST it to ``url``."""
+        return httpx.post(url, content=body, headers=self.headers(body, scheme), timeout=timeout)
