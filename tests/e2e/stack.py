@@ -6,11 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
+import pytest
 from sqlalchemy import select
 
 from emulators.server import LoopbackServer
@@ -27,6 +31,7 @@ from tests.fixtures.callrec import (
     start_worker,
     wait_for,
 )
+from tests.fixtures.servers import RABBITMQ_URL, REDIS_URL, require_server
 
 
 @dataclass
@@ -83,13 +88,15 @@ class Stack:
         with self.sessions() as session:
             return list(session.execute(select(Recording).order_by(Recording.id)).scalars())
 
-    def wait_final(self, key: str, timeout: float = 45) -> Recording:
+    def wait_final(
+        self, key: str, timeout: float = 45, states: Collection[str] = ("stored", "failed")
+    ) -> Recording:
         def final() -> Recording | None:
             row = self.row(key)
-            return row if row is not None and row.state in ("stored", "failed") else None
+            return row if row is not None and row.state in states else None
 
         try:
-            return wait_for(final, timeout, 0.2, f"recording {key} to be final")  # type: ignore[no-any-return]
+            return wait_for(final, timeout, 0.2, f"recording {key} to be in {sorted(states)}")  # type: ignore[no-any-return]
         except BaseException:
             for process in self.processes:
                 print(f"--- {process.log_path.name} ---\n{process.log()[-6000:]}")
@@ -113,6 +120,21 @@ class Stack:
 
 def audio_key(rec: EmulatedRecording, fmt: str = "mp3") -> str:
     return recording_key("telnyx", "default", rec.id, fmt)
+
+
+def server_env(kind: str, request: pytest.FixtureRequest, database: str) -> dict[str, str]:
+    """Settings for a server stack (``…-redis-…`` or ``…-rabbitmq-…``) with a new S3 bucket."""
+    broker = REDIS_URL if "redis" in kind else RABBITMQ_URL
+    require_server("Redis" if "redis" in kind else "RabbitMQ", broker)
+    endpoint = request.getfixturevalue("moto_server")
+    bucket = f"callrec-e2e-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return {
+        "CALLREC_DATABASE_URL": database,
+        "CALLREC_BROKER_URL": broker,
+        "CALLREC_STORAGE_URL": f"s3://{bucket}/recordings",
+        "CALLREC_S3_ENDPOINT_URL": endpoint,
+    }
 
 
 def start_stack(

@@ -13,11 +13,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
-from tests.e2e.stack import Stack, audio_key, start_stack
-from tests.fixtures.servers import RABBITMQ_URL, REDIS_URL, fresh_postgres_database, require_server
+from tests.e2e.stack import Stack, audio_key, server_env, start_stack
+from tests.fixtures.servers import fresh_postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -26,20 +25,6 @@ STACKS = {
     "postgres-redis-s3": [pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3],
     "postgres-rabbitmq-s3": [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3],
 }
-
-
-def _server_env(kind: str, request: pytest.FixtureRequest, database: str) -> dict[str, str]:
-    broker = REDIS_URL if "redis" in kind else RABBITMQ_URL
-    require_server("Redis" if "redis" in kind else "RabbitMQ", broker)
-    endpoint = request.getfixturevalue("moto_server")
-    bucket = f"callrec-e2e-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    return {
-        "CALLREC_DATABASE_URL": database,
-        "CALLREC_BROKER_URL": broker,
-        "CALLREC_STORAGE_URL": f"s3://{bucket}/recordings",
-        "CALLREC_S3_ENDPOINT_URL": endpoint,
-    }
 
 
 @pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
@@ -55,7 +40,7 @@ def stack(
         running.close()
         return
     for database in fresh_postgres_database():  # one new database per stack
-        running = start_stack(tmp, **_server_env(request.param, request, database))
+        running = start_stack(tmp, **server_env(request.param, request, database))
         yield running
         running.close()
 
