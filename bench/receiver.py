@@ -250,15 +250,35 @@ def run_wrk(
     threads = max(1, min(2, concurrency, count))
     log = workdir / f"wrk-{target}-{uuid.uuid4().hex[:6]}.log"
     wrk = ManagedProcess(
-        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{int(SIGNATURE_WINDOW_S)}s",
-         "--timeout", "30s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{ROUTE}",
-         "--", str(batch), str(threads), ROUTE],
-        log_path=log, name="wrk",
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{int(SIGNATURE_WINDOW_S)}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{ROUTE}",
+            "--",
+            str(batch),
+            str(threads),
+            ROUTE,
+        ],
+        log_path=log,
+        name="wrk",
     )
     try:
+
         def finished() -> bool:
-            return (not wrk.alive()
-                    or log.read_text(errors="replace").count("BENCH_THREAD_DONE") >= threads)
+            return (
+                not wrk.alive()
+                or log.read_text(errors="replace").count("BENCH_THREAD_DONE") >= threads
+            )
 
         with contextlib.suppress(TimeoutError):
             wait_until(finished, SIGNATURE_WINDOW_S, 0.05, "wrk threads")
@@ -273,8 +293,13 @@ def run_wrk(
         raise RuntimeError(f"wrk printed no result:\n{text[-2000:]}")
     data = json.loads(found.group(1))
     return RoundResult(
-        target=target, expected=count, answered=data["answered"], accepted=data["accepted"],
-        seconds=data["seconds"], p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
+        target=target,
+        expected=count,
+        answered=data["answered"],
+        accepted=data["accepted"],
+        seconds=data["seconds"],
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
         statuses={int(k): v for k, v in data["statuses"].items()},
         socket_errors=data["socket_errors"] + data["timeouts"] + data["overflow"],
@@ -295,8 +320,11 @@ def _python_client(
         time.sleep(0.001)
     first = time.monotonic()
     for ts, sig, body in requests:
-        headers = {"content-type": "application/json", "telnyx-timestamp": ts,
-                   "telnyx-signature-ed25519": sig}
+        headers = {
+            "content-type": "application/json",
+            "telnyx-timestamp": ts,
+            "telnyx-signature-ed25519": sig,
+        }
         began = time.perf_counter()
         try:
             connection.request("POST", ROUTE, body=body, headers=headers)
@@ -313,8 +341,9 @@ def _python_client(
             accepted += 1
         elif len(samples) < 3:
             samples.append(f"{response.status} {data[:200].decode(errors='replace')}")
-    results.put((first, time.monotonic(), latencies, dict(statuses), accepted, socket_errors,
-                 samples))
+    results.put(
+        (first, time.monotonic(), latencies, dict(statuses), accepted, socket_errors, samples)
+    )
     connection.close()
 
 
@@ -326,9 +355,12 @@ def run_python_load(
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     start_at = time.monotonic() + 0.5
-    procs = [context.Process(target=_python_client,
-                             args=(port, rows[i::concurrency], start_at, results), daemon=True)
-             for i in range(min(concurrency, count))]
+    procs = [
+        context.Process(
+            target=_python_client, args=(port, rows[i::concurrency], start_at, results), daemon=True
+        )
+        for i in range(min(concurrency, count))
+    ]
     for proc in procs:
         proc.start()
     parts = []
@@ -347,11 +379,15 @@ def run_python_load(
     for part in parts:
         statuses.update(part[3])
     return RoundResult(
-        target=target, expected=count, answered=len(latencies),
+        target=target,
+        expected=count,
+        answered=len(latencies),
         accepted=sum(part[4] for part in parts),
         seconds=(max(p[1] for p in parts) - min(p[0] for p in parts)) if parts else 0.0,
-        p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
-        max_ms=max(latencies, default=math.nan) * 1000, statuses=dict(statuses),
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        max_ms=max(latencies, default=math.nan) * 1000,
+        statuses=dict(statuses),
         socket_errors=sum(part[5] for part in parts),
         samples=[s for part in parts for s in part[6]][:3],
     )
@@ -376,9 +412,12 @@ def _base_env(workdir: Path, public_key: str) -> dict[str, str]:
     """The test sandbox's settings, with the Telnyx keys the receiver needs."""
     from emulators.sandbox import sandbox_env
 
-    return sandbox_env(workdir, CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
-                       CALLREC_TELNYX_API_KEY="bench-not-used",
-                       CALLREC_TELNYX_PUBLIC_KEY=public_key)
+    return sandbox_env(
+        workdir,
+        CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
+        CALLREC_TELNYX_API_KEY="bench-not-used",
+        CALLREC_TELNYX_PUBLIC_KEY=public_key,
+    )
 
 
 @contextlib.contextmanager
@@ -401,7 +440,8 @@ def open_stack(
     try:
         parts = urlsplit(admin)
         env["CALLREC_DATABASE_URL"] = urlunsplit(
-            ("postgresql+psycopg", parts.netloc, f"/{database}", parts.query, ""))
+            ("postgresql+psycopg", parts.netloc, f"/{database}", parts.query, "")
+        )
         env["CALLREC_BROKER_URL"] = redis_url
         yield Stack(name, env)
     finally:
@@ -434,9 +474,15 @@ def published_count(stack: Stack) -> int | None:
         engine = create_engine(broker.removeprefix("sqla+"))
         try:
             with engine.connect() as connection:
-                return int(connection.execute(text(
-                    "SELECT count(*) FROM kombu_message m JOIN kombu_queue q"
-                    " ON m.queue_id = q.id WHERE q.name = :q"), {"q": queue}).scalar_one())
+                return int(
+                    connection.execute(
+                        text(
+                            "SELECT count(*) FROM kombu_message m JOIN kombu_queue q"
+                            " ON m.queue_id = q.id WHERE q.name = :q"
+                        ),
+                        {"q": queue},
+                    ).scalar_one()
+                )
         finally:
             engine.dispose()
     except Exception as exc:
@@ -481,12 +527,29 @@ def start_gunicorn(
     """``gunicorn APP`` on a free loopback port; returns once ``/healthz`` answers 200."""
     port = free_port()
     server = ManagedProcess(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
-         "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--log-level", "warning",
-         app],
-        env=env, cwd=workdir, log_path=workdir / f"{name}.log", name=name,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "5",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        env=env,
+        cwd=workdir,
+        log_path=workdir / f"{name}.log",
+        name=name,
     )
     try:
+
         def healthy() -> bool:
             if not server.alive():
                 raise RuntimeError(f"{name} exited early:\n{server.log_tail()}")
@@ -536,21 +599,28 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
     report = StackReport(name)
     with contextlib.ExitStack() as cleanup:
         stack = cleanup.enter_context(
-            open_stack(name, workdir, signer.public_key_b64, args.postgres_admin_url,
-                       args.redis_url))
+            open_stack(
+                name, workdir, signer.public_key_b64, args.postgres_admin_url, args.redis_url
+            )
+        )
         migrate(stack.database_url)
         env = child_env(stack.env)
         servers = {}
         for target, app in (("callrec", "ingest.wsgi:app"), ("bare", "bench.bare_app:app")):
-            server, port = start_gunicorn(app, env, workdir, args.workers, args.threads,
-                                          f"{target}-gunicorn")
+            server, port = start_gunicorn(
+                app, env, workdir, args.workers, args.threads, f"{target}-gunicorn"
+            )
             cleanup.callback(server.stop)
             servers[target] = (server, port)
         # The relay process publishes what the web process committed: it runs through every
         # round, so its CPU (and the broker's) counts against callrec on these shared cores.
-        relay = ManagedProcess([sys.executable, "-m", "callrec_cli", "relay"],
-                               log_path=workdir / "relay.log", env=env, cwd=workdir,
-                               name="relay")
+        relay = ManagedProcess(
+            [sys.executable, "-m", "callrec_cli", "relay"],
+            log_path=workdir / "relay.log",
+            env=env,
+            cwd=workdir,
+            name="relay",
+        )
         cleanup.callback(relay.stop)
         ledger = Ledger(stack.database_url)
         cleanup.callback(ledger.close)
@@ -568,13 +638,20 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
                 report.callrec_accepted += result.accepted
                 began = time.monotonic()
                 try:
-                    wait_until(lambda: ledger.unpublished() == 0, args.drain_timeout, 0.05,
-                               "the relay to publish every new row")
+                    wait_until(
+                        lambda: ledger.unpublished() == 0,
+                        args.drain_timeout,
+                        0.05,
+                        "the relay to publish every new row",
+                    )
                     result.drain_s = time.monotonic() - began
                 except TimeoutError:
                     result.drain_s = math.inf
-                    print(f"  warning: {ledger.unpublished()} rows still unpublished after "
-                          f"{args.drain_timeout:g}s", flush=True)
+                    print(
+                        f"  warning: {ledger.unpublished()} rows still unpublished after "
+                        f"{args.drain_timeout:g}s",
+                        flush=True,
+                    )
             for server, _port in servers.values():
                 if not server.alive():
                     raise RuntimeError(f"{server.name} died:\n{server.log_tail()}")
@@ -589,9 +666,12 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
                 result = measure(target, args.requests, f"{name}-r{index}-{target}")
                 report.rounds.append(result)
                 drain = "" if math.isnan(result.drain_s) else f", relay drain {result.drain_s:.2f}s"
-                print(f"[{name}] round {index + 1}/{args.rounds} {target:7s} "
-                      f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                      f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}", flush=True)
+                print(
+                    f"[{name}] round {index + 1}/{args.rounds} {target:7s} "
+                    f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}",
+                    flush=True,
+                )
                 for sample in result.samples:
                     print(f"    non-accepted answer: {sample}")
         report.ledger_rows = ledger.recordings()
@@ -606,22 +686,30 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
 def summarize(reports: Sequence[StackReport], args: argparse.Namespace) -> bool:
     """Print the tables; True when every target is met."""
     print()
-    print(f"receiver benchmark: {args.requests} requests/round x {args.rounds} rounds, "
-          f"{args.concurrency} clients, gunicorn --workers {args.workers} --threads "
-          f"{args.threads}, {os.cpu_count()} CPUs (medians over rounds)")
+    print(
+        f"receiver benchmark: {args.requests} requests/round x {args.rounds} rounds, "
+        f"{args.concurrency} clients, gunicorn --workers {args.workers} --threads "
+        f"{args.threads}, {os.cpu_count()} CPUs (medians over rounds)"
+    )
     rows: list[list[Any]] = []
     for report in reports:
         for target in ("callrec", "bare"):
             results = report.of(target)
-            rows.append([
-                report.stack, target, median([r.rps for r in results]),
-                median([r.p50_ms for r in results]), median([r.p99_ms for r in results]),
-                max((r.max_ms for r in results), default=math.nan),
-                sum(r.errors for r in results),
-                median([r.drain_s for r in results if not math.isnan(r.drain_s)]),
-            ])
-    print_table(["stack", "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
-                 "relay drain s"], rows)
+            rows.append(
+                [
+                    report.stack,
+                    target,
+                    median([r.rps for r in results]),
+                    median([r.p50_ms for r in results]),
+                    median([r.p99_ms for r in results]),
+                    max((r.max_ms for r in results), default=math.nan),
+                    sum(r.errors for r in results),
+                    median([r.drain_s for r in results if not math.isnan(r.drain_s)]),
+                ]
+            )
+    print_table(
+        ["stack", "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "relay drain s"], rows
+    )
     print()
     ok = True
     verdicts: list[list[Any]] = []
@@ -637,42 +725,92 @@ def summarize(reports: Sequence[StackReport], args: argparse.Namespace) -> bool:
         errors_ok = sum(r.errors for r in report.rounds) == 0
         ok = ok and ratio_ok and p99_ok and counted and errors_ok
         at = "" if args.concurrency == TARGET_P99_CLIENTS else f" (at {TARGET_P99_CLIENTS} clients)"
-        verdicts.append([
-            report.stack, ratio, f">= {TARGET_RATIO}", "PASS" if ratio_ok else "MISS", p99,
-            f"< {TARGET_P99_MS:g}{at}", "PASS" if p99_ok else "MISS",
-            f"{report.ledger_rows}/{report.callrec_accepted}",
-            "ok" if counted else "MISMATCH", report.published,
-        ])
-    print_table(["stack", "callrec/bare", "target", "", "callrec p99 ms", "target", "",
-                 "ledger rows/accepted", "", "broker msgs"], verdicts)
+        verdicts.append(
+            [
+                report.stack,
+                ratio,
+                f">= {TARGET_RATIO}",
+                "PASS" if ratio_ok else "MISS",
+                p99,
+                f"< {TARGET_P99_MS:g}{at}",
+                "PASS" if p99_ok else "MISS",
+                f"{report.ledger_rows}/{report.callrec_accepted}",
+                "ok" if counted else "MISMATCH",
+                report.published,
+            ]
+        )
+    print_table(
+        [
+            "stack",
+            "callrec/bare",
+            "target",
+            "",
+            "callrec p99 ms",
+            "target",
+            "",
+            "ledger rows/accepted",
+            "",
+            "broker msgs",
+        ],
+        verdicts,
+    )
     return ok
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python bench/receiver.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=None,
-                        help="requests per measured round and server (default 6000; quick 300)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="measured rounds per server, interleaved (default 3; quick 1)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="unmeasured requests per server first (default 300; quick 100)")
+        prog="python bench/receiver.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="requests per measured round and server (default 6000; quick 300)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="measured rounds per server, interleaved (default 3; quick 1)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="unmeasured requests per server first (default 300; quick 100)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--stacks", default=",".join(STACKS),
-                        help=f"comma-separated, default all: {', '.join(STACKS)}")
+    parser.add_argument(
+        "--stacks",
+        default=",".join(STACKS),
+        help=f"comma-separated, default all: {', '.join(STACKS)}",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn --workers (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn --threads (default 4)")
-    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator (default auto: wrk when installed)")
+    parser.add_argument(
+        "--load",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator (default auto: wrk when installed)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run (under a minute)")
-    parser.add_argument("--postgres-admin-url", default=DEFAULT_PG_ADMIN,
-                        help=f"a database to connect to for CREATE/DROP DATABASE "
-                             f"(default {DEFAULT_PG_ADMIN})")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS,
-                        help=f"broker of postgres-redis (default {DEFAULT_REDIS})")
-    parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
-                        help="after each callrec round, how long to wait for the relay to "
-                             f"publish every new row (default {DRAIN_TIMEOUT_S:g} s)")
+    parser.add_argument(
+        "--postgres-admin-url",
+        default=DEFAULT_PG_ADMIN,
+        help=f"a database to connect to for CREATE/DROP DATABASE (default {DEFAULT_PG_ADMIN})",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS,
+        help=f"broker of postgres-redis (default {DEFAULT_REDIS})",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DRAIN_TIMEOUT_S,
+        help="after each callrec round, how long to wait for the relay to "
+        f"publish every new row (default {DRAIN_TIMEOUT_S:g} s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -699,8 +837,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()[0]
     busy = load > 0.5 * (os.cpu_count() or 1)
     note = " (the machine was busy in the last minute: expect noise)" if busy else ""
-    print(f"load generator: {'wrk' if use_wrk else 'python processes'}; "
-          f"load average {load:.2f}{note}", flush=True)
+    print(
+        f"load generator: {'wrk' if use_wrk else 'python processes'}; "
+        f"load average {load:.2f}{note}",
+        flush=True,
+    )
 
     def _sigterm(_signo: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -8,11 +8,30 @@ idea, with real signatures and captured bytes.)
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import pytest
+from werkzeug.datastructures import Headers
 
 from providers.base import Provider, WebhookRequest
 from providers.errors import PayloadInvalid, SignatureInvalid, UnsupportedMediaType
+
+
+def webhook_request(
+    body: bytes,
+    headers: Mapping[str, str],
+    path: str,
+    now: float | None = None,
+    content_type: str = "application/json",
+) -> WebhookRequest:
+    """A request as the view builds it (case-insensitive headers), received ``now``."""
+    return WebhookRequest(
+        body=body,
+        headers=Headers(dict(headers)),
+        content_type=content_type,
+        url=f"http://127.0.0.1{path}",
+        received_at=time.time() if now is None else now,
+    )
 
 
 class ProviderWebhookContract:

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from werkzeug.datastructures import Headers
 
 from emulators.quo import QuoEmulator, QuoWebhookSender, call_event_body
 from providers.base import Account, Provider, WebhookRequest
@@ -27,7 +26,7 @@ from providers.errors import (
 from providers.http import new_http_client
 from providers.quo import QuoProvider
 from providers.ratelimit import Pacer
-from tests.providers.contract import ProviderWebhookContract
+from tests.providers.contract import ProviderWebhookContract, webhook_request
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "payloads" / "quo"
 LEGACY_BODY = (PAYLOADS / "call.recording.completed.legacy.json").read_bytes()
@@ -67,13 +66,7 @@ def provider(**kwargs: Any) -> QuoProvider:
 
 
 def request(body: bytes, headers: dict[str, str], now: float | None = None) -> WebhookRequest:
-    return WebhookRequest(
-        body=body,
-        headers=Headers(headers),
-        content_type="application/json",
-        url="http://127.0.0.1/webhooks/quo",
-        received_at=time.time() if now is None else now,
-    )
+    return webhook_request(body, headers, "/webhooks/quo", now)
 
 
 class TestQuoLegacyWebhookContract(ProviderWebhookContract):
