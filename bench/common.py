@@ -41,11 +41,8 @@ wait_until = sandbox_wait_until  # one polling loop for tests, benchmarks and de
 
 
 def http_status(
-    url: str,
-    method: str = "GET",
-    body: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 2.0,
+    url: str, method: str = "GET", body: bytes | None = None,
+    headers: Mapping[str, str] | None = None, timeout: float = 2.0,
 ) -> int | None:
     """The status of one plain-HTTP request, or None when the server does not answer."""
     scheme, _, rest = url.partition("://")
@@ -102,17 +99,14 @@ def print_table(
     """Print rows as an aligned plain-text table (numbers right-aligned)."""
     out = file or sys.stdout
     cells = [[_cell(value) for value in row] for row in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
-    ]
-    numeric = [
-        bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(headers))
-    ]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows)
+               for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
-        ).rstrip()
+        return "  ".join(v.rjust(w) if n else v.ljust(w)
+                         for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
 
     print(line(headers), file=out)
     print("  ".join("-" * w for w in widths), file=out)

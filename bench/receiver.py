@@ -1,9 +1,10 @@
-"""Receiver benchmark: signed Telnyx webhooks through callrec vs a verify-only Flask route.
+"""Receiver benchmark: signed webhooks through each provider route of callrec vs verify-only routes.
 
 For each stack (``embedded``: SQLite ledger + ``sqla+sqlite`` broker; ``postgres-redis``), two
 gunicorn servers run side by side with identical settings: callrec (``ingest.wsgi:app``: verify,
-ledger, relay publish) and the baseline (``bench.bare_app:app``: verify only). Pre-signed,
-distinct ``call.recording.saved`` deliveries are sent from ``--concurrency`` keep-alive clients
+ledger, relay publish) and the baseline (``bench.bare_app:app``: verify only). Per provider
+route (``bench/webhook_loads.py``: Telnyx, ...), pre-signed, distinct recording-ready
+deliveries are sent from ``--concurrency`` keep-alive clients
 (``wrk`` with a generated Lua script when installed, else Python processes), in interleaved
 rounds; the medians, the callrec/bare throughput ratio and the ledger row count are printed.
 
@@ -51,8 +52,8 @@ from bench.common import (
     print_table,
     wait_until,
 )
+from bench.webhook_loads import LOADS, PUBLIC_BASE_URL, WebhookLoad
 
-ROUTE = "/webhooks/telnyx"
 STACKS = ("embedded", "postgres-redis")
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 10.0
@@ -107,12 +108,13 @@ function init(args)
   local i = 0
   for line in io.lines(path) do
     if i % nthreads == tid then
-      local ts, sig, body = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
-      reqs[#reqs + 1] = wrk.format("POST", route, {
-        ["Content-Type"] = "application/json",
-        ["telnyx-timestamp"] = ts,
-        ["telnyx-signature-ed25519"] = sig,
-      }, body)
+      local encoded, body = line:match("^([^\t]*)\t(.*)$")
+      local headers = {}
+      for pair in encoded:gmatch("[^\31]+") do
+        local name, value = pair:match("^([^:]+):(.*)$")
+        headers[name] = value
+      end
+      reqs[#reqs + 1] = wrk.format("POST", route, headers, body)
     end
     i = i + 1
   end
@@ -215,25 +217,28 @@ class RoundResult:
 # -- requests ---------------------------------------------------------------------------------
 
 
-def sign_batch(signer: Any, count: int, tag: str, path: Path) -> None:
-    """Write ``count`` distinct signed deliveries (``ts<TAB>signature<TAB>body`` lines)."""
-    from emulators.telnyx import recording_saved_body
+HEADER_SEPARATOR = "\x1f"  # between "name:value" pairs in a batch line
 
-    timestamp = int(time.time())
+
+def sign_batch(load: WebhookLoad, count: int, tag: str, path: Path) -> None:
+    """Write ``count`` distinct signed deliveries as ``name:value\x1f...<TAB>body`` lines."""
     with path.open("w", encoding="utf-8") as out:
         for index in range(count):
-            body = recording_saved_body(None, event_id=f"bench-{tag}-{index}")
-            if b"\t" in body or b"\n" in body:
-                raise RuntimeError("a webhook body must be a single line without tabs")
-            out.write(f"{timestamp}\t{signer.signature(body, timestamp)}\t{body.decode()}\n")
+            signed = load.request(tag, index)
+            encoded = HEADER_SEPARATOR.join(f"{k}:{v}" for k, v in signed.headers.items())
+            text = signed.body.decode()
+            if any(c in text or c in encoded for c in "\t\n"):
+                raise RuntimeError("a webhook body and its headers must be single tab-free lines")
+            out.write(f"{encoded}\t{text}\n")
 
 
-def read_batch(path: Path) -> list[tuple[str, str, bytes]]:
-    """The deliveries written by :func:`sign_batch`."""
+def read_batch(path: Path) -> list[tuple[dict[str, str], bytes]]:
+    """The deliveries written by :func:`sign_batch`: (headers, body)."""
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        ts, sig, body = line.split("\t", 2)
-        rows.append((ts, sig, body.encode()))
+        encoded, body = line.split("\t", 1)
+        pairs = (pair.split(":", 1) for pair in encoded.split(HEADER_SEPARATOR) if pair)
+        rows.append(({name: value for name, value in pairs}, body.encode()))
     return rows
 
 
@@ -241,7 +246,7 @@ def read_batch(path: Path) -> list[tuple[str, str, bytes]]:
 
 
 def run_wrk(
-    port: int, batch: Path, count: int, concurrency: int, workdir: Path, target: str
+    port: int, route: str, batch: Path, count: int, concurrency: int, workdir: Path, target: str
 ) -> RoundResult:
     """Send the batch with wrk; bounded by the signature window."""
     script = workdir / "receiver.lua"
@@ -250,35 +255,15 @@ def run_wrk(
     threads = max(1, min(2, concurrency, count))
     log = workdir / f"wrk-{target}-{uuid.uuid4().hex[:6]}.log"
     wrk = ManagedProcess(
-        [
-            "wrk",
-            "-t",
-            str(threads),
-            "-c",
-            str(concurrency),
-            "-d",
-            f"{int(SIGNATURE_WINDOW_S)}s",
-            "--timeout",
-            "30s",
-            "--latency",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}{ROUTE}",
-            "--",
-            str(batch),
-            str(threads),
-            ROUTE,
-        ],
-        log_path=log,
-        name="wrk",
+        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{int(SIGNATURE_WINDOW_S)}s",
+         "--timeout", "30s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{route}",
+         "--", str(batch), str(threads), route],
+        log_path=log, name="wrk",
     )
     try:
-
         def finished() -> bool:
-            return (
-                not wrk.alive()
-                or log.read_text(errors="replace").count("BENCH_THREAD_DONE") >= threads
-            )
+            return (not wrk.alive()
+                    or log.read_text(errors="replace").count("BENCH_THREAD_DONE") >= threads)
 
         with contextlib.suppress(TimeoutError):
             wait_until(finished, SIGNATURE_WINDOW_S, 0.05, "wrk threads")
@@ -293,13 +278,8 @@ def run_wrk(
         raise RuntimeError(f"wrk printed no result:\n{text[-2000:]}")
     data = json.loads(found.group(1))
     return RoundResult(
-        target=target,
-        expected=count,
-        answered=data["answered"],
-        accepted=data["accepted"],
-        seconds=data["seconds"],
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
+        target=target, expected=count, answered=data["answered"], accepted=data["accepted"],
+        seconds=data["seconds"], p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
         statuses={int(k): v for k, v in data["statuses"].items()},
         socket_errors=data["socket_errors"] + data["timeouts"] + data["overflow"],
@@ -308,7 +288,8 @@ def run_wrk(
 
 
 def _python_client(
-    port: int, requests: list[tuple[str, str, bytes]], start_at: float, results: Any
+    port: int, route: str, requests: list[tuple[dict[str, str], bytes]], start_at: float,
+    results: Any,
 ) -> None:
     """One keep-alive client process: send ``requests`` in order, report latencies."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -319,15 +300,10 @@ def _python_client(
     while time.monotonic() < start_at:
         time.sleep(0.001)
     first = time.monotonic()
-    for ts, sig, body in requests:
-        headers = {
-            "content-type": "application/json",
-            "telnyx-timestamp": ts,
-            "telnyx-signature-ed25519": sig,
-        }
+    for headers, body in requests:
         began = time.perf_counter()
         try:
-            connection.request("POST", ROUTE, body=body, headers=headers)
+            connection.request("POST", route, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException):
@@ -341,26 +317,23 @@ def _python_client(
             accepted += 1
         elif len(samples) < 3:
             samples.append(f"{response.status} {data[:200].decode(errors='replace')}")
-    results.put(
-        (first, time.monotonic(), latencies, dict(statuses), accepted, socket_errors, samples)
-    )
+    results.put((first, time.monotonic(), latencies, dict(statuses), accepted, socket_errors,
+                 samples))
     connection.close()
 
 
 def run_python_load(
-    port: int, batch: Path, count: int, concurrency: int, target: str
+    port: int, route: str, batch: Path, count: int, concurrency: int, target: str
 ) -> RoundResult:
     """Send the batch from ``concurrency`` processes (when wrk is not installed)."""
     rows = read_batch(batch)
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     start_at = time.monotonic() + 0.5
-    procs = [
-        context.Process(
-            target=_python_client, args=(port, rows[i::concurrency], start_at, results), daemon=True
-        )
-        for i in range(min(concurrency, count))
-    ]
+    procs = [context.Process(target=_python_client,
+                             args=(port, route, rows[i::concurrency], start_at, results),
+                             daemon=True)
+             for i in range(min(concurrency, count))]
     for proc in procs:
         proc.start()
     parts = []
@@ -379,15 +352,11 @@ def run_python_load(
     for part in parts:
         statuses.update(part[3])
     return RoundResult(
-        target=target,
-        expected=count,
-        answered=len(latencies),
+        target=target, expected=count, answered=len(latencies),
         accepted=sum(part[4] for part in parts),
         seconds=(max(p[1] for p in parts) - min(p[0] for p in parts)) if parts else 0.0,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
-        max_ms=max(latencies, default=math.nan) * 1000,
-        statuses=dict(statuses),
+        p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
+        max_ms=max(latencies, default=math.nan) * 1000, statuses=dict(statuses),
         socket_errors=sum(part[5] for part in parts),
         samples=[s for part in parts for s in part[6]][:3],
     )
@@ -408,24 +377,21 @@ class Stack:
         return self.env["CALLREC_DATABASE_URL"]
 
 
-def _base_env(workdir: Path, public_key: str) -> dict[str, str]:
-    """The test sandbox's settings, with the Telnyx keys the receiver needs."""
+def _base_env(workdir: Path, loads: Sequence[WebhookLoad]) -> dict[str, str]:
+    """The test sandbox's settings, with the keys every benchmarked route verifies with."""
     from emulators.sandbox import sandbox_env
 
-    return sandbox_env(
-        workdir,
-        CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
-        CALLREC_TELNYX_API_KEY="bench-not-used",
-        CALLREC_TELNYX_PUBLIC_KEY=public_key,
-    )
+    keys = {name: value for load in loads for name, value in load.env().items()}
+    return sandbox_env(workdir, CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
+                       CALLREC_PUBLIC_BASE_URL=PUBLIC_BASE_URL, **keys)
 
 
 @contextlib.contextmanager
 def open_stack(
-    name: str, workdir: Path, public_key: str, pg_admin: str, redis_url: str
+    name: str, workdir: Path, loads: Sequence[WebhookLoad], pg_admin: str, redis_url: str
 ) -> Iterator[Stack]:
     """Create the stack's ledger (and broker keys); remove all of it on exit."""
-    env = _base_env(workdir, public_key)
+    env = _base_env(workdir, loads)
     if name == "embedded":
         yield Stack(name, env)
         return
@@ -440,8 +406,7 @@ def open_stack(
     try:
         parts = urlsplit(admin)
         env["CALLREC_DATABASE_URL"] = urlunsplit(
-            ("postgresql+psycopg", parts.netloc, f"/{database}", parts.query, "")
-        )
+            ("postgresql+psycopg", parts.netloc, f"/{database}", parts.query, ""))
         env["CALLREC_BROKER_URL"] = redis_url
         yield Stack(name, env)
     finally:
@@ -474,15 +439,9 @@ def published_count(stack: Stack) -> int | None:
         engine = create_engine(broker.removeprefix("sqla+"))
         try:
             with engine.connect() as connection:
-                return int(
-                    connection.execute(
-                        text(
-                            "SELECT count(*) FROM kombu_message m JOIN kombu_queue q"
-                            " ON m.queue_id = q.id WHERE q.name = :q"
-                        ),
-                        {"q": queue},
-                    ).scalar_one()
-                )
+                return int(connection.execute(text(
+                    "SELECT count(*) FROM kombu_message m JOIN kombu_queue q"
+                    " ON m.queue_id = q.id WHERE q.name = :q"), {"q": queue}).scalar_one())
         finally:
             engine.dispose()
     except Exception as exc:
@@ -527,29 +486,12 @@ def start_gunicorn(
     """``gunicorn APP`` on a free loopback port; returns once ``/healthz`` answers 200."""
     port = free_port()
     server = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--graceful-timeout",
-            "5",
-            "--log-level",
-            "warning",
-            app,
-        ],
-        env=env,
-        cwd=workdir,
-        log_path=workdir / f"{name}.log",
-        name=name,
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+         "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--log-level", "warning",
+         app],
+        env=env, cwd=workdir, log_path=workdir / f"{name}.log", name=name,
     )
     try:
-
         def healthy() -> bool:
             if not server.alive():
                 raise RuntimeError(f"{name} exited early:\n{server.log_tail()}")
@@ -574,10 +516,11 @@ def child_env(stack_env: dict[str, str]) -> dict[str, str]:
 
 
 @dataclass
-class StackReport:
-    """All rounds of one stack plus the ledger check."""
+class RouteReport:
+    """All rounds of one provider route on one stack, plus the ledger check."""
 
     stack: str
+    provider: str
     rounds: list[RoundResult] = field(default_factory=list)
     ledger_rows: int | None = None
     deliveries: int | None = None
@@ -588,128 +531,117 @@ class StackReport:
         return [r for r in self.rounds if r.target == target]
 
 
-def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) -> StackReport:
-    """Servers up, warm-up, interleaved rounds, ledger check; everything torn down after."""
-    from emulators.telnyx import TelnyxWebhookSigner
+def run_stack(
+    name: str, args: argparse.Namespace, root: Path, use_wrk: bool
+) -> list[RouteReport]:
+    """Servers up; per provider route: warm-up, interleaved rounds, ledger check; torn down."""
     from ledger import migrate
 
-    signer = TelnyxWebhookSigner()
+    loads = [LOADS[provider]() for provider in args.providers]
     workdir = root / name
     workdir.mkdir()
-    report = StackReport(name)
+    reports: list[RouteReport] = []
     with contextlib.ExitStack() as cleanup:
         stack = cleanup.enter_context(
-            open_stack(
-                name, workdir, signer.public_key_b64, args.postgres_admin_url, args.redis_url
-            )
-        )
+            open_stack(name, workdir, loads, args.postgres_admin_url, args.redis_url))
         migrate(stack.database_url)
         env = child_env(stack.env)
         servers = {}
         for target, app in (("callrec", "ingest.wsgi:app"), ("bare", "bench.bare_app:app")):
-            server, port = start_gunicorn(
-                app, env, workdir, args.workers, args.threads, f"{target}-gunicorn"
-            )
+            server, port = start_gunicorn(app, env, workdir, args.workers, args.threads,
+                                          f"{target}-gunicorn")
             cleanup.callback(server.stop)
             servers[target] = (server, port)
         # The relay process publishes what the web process committed: it runs through every
         # round, so its CPU (and the broker's) counts against callrec on these shared cores.
-        relay = ManagedProcess(
-            [sys.executable, "-m", "callrec_cli", "relay"],
-            log_path=workdir / "relay.log",
-            env=env,
-            cwd=workdir,
-            name="relay",
-        )
+        relay = ManagedProcess([sys.executable, "-m", "callrec_cli", "relay"],
+                               log_path=workdir / "relay.log", env=env, cwd=workdir,
+                               name="relay")
         cleanup.callback(relay.stop)
         ledger = Ledger(stack.database_url)
         cleanup.callback(ledger.close)
 
-        def measure(target: str, count: int, tag: str) -> RoundResult:
+        def measure(
+            load: WebhookLoad, report: RouteReport, target: str, count: int, tag: str
+        ) -> RoundResult:
             batch = workdir / f"batch-{tag}.tsv"
-            sign_batch(signer, count, tag, batch)
+            sign_batch(load, count, tag, batch)
             port = servers[target][1]
             if use_wrk:
-                result = run_wrk(port, batch, count, args.concurrency, workdir, target)
+                result = run_wrk(port, load.route, batch, count, args.concurrency, workdir,
+                                 target)
             else:
-                result = run_python_load(port, batch, count, args.concurrency, target)
+                result = run_python_load(port, load.route, batch, count, args.concurrency,
+                                         target)
             batch.unlink()
             if target == "callrec":
                 report.callrec_accepted += result.accepted
                 began = time.monotonic()
                 try:
-                    wait_until(
-                        lambda: ledger.unpublished() == 0,
-                        args.drain_timeout,
-                        0.05,
-                        "the relay to publish every new row",
-                    )
+                    wait_until(lambda: ledger.unpublished() == 0, args.drain_timeout, 0.05,
+                               "the relay to publish every new row")
                     result.drain_s = time.monotonic() - began
                 except TimeoutError:
                     result.drain_s = math.inf
-                    print(
-                        f"  warning: {ledger.unpublished()} rows still unpublished after "
-                        f"{args.drain_timeout:g}s",
-                        flush=True,
-                    )
+                    print(f"  warning: {ledger.unpublished()} rows still unpublished after "
+                          f"{args.drain_timeout:g}s", flush=True)
             for server, _port in servers.values():
                 if not server.alive():
                     raise RuntimeError(f"{server.name} died:\n{server.log_tail()}")
             return result
 
-        print(f"[{name}] warm-up: {args.warmup} requests per server", flush=True)
-        for target in ("callrec", "bare"):
-            measure(target, args.warmup, f"{name}-warm-{target}")
-        for index in range(args.rounds):
-            order = ("bare", "callrec") if index % 2 == 0 else ("callrec", "bare")
-            for target in order:
-                result = measure(target, args.requests, f"{name}-r{index}-{target}")
-                report.rounds.append(result)
-                drain = "" if math.isnan(result.drain_s) else f", relay drain {result.drain_s:.2f}s"
-                print(
-                    f"[{name}] round {index + 1}/{args.rounds} {target:7s} "
-                    f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                    f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}",
-                    flush=True,
-                )
-                for sample in result.samples:
-                    print(f"    non-accepted answer: {sample}")
-        report.ledger_rows = ledger.recordings()
-        report.deliveries = ledger.deliveries()
-        report.published = published_count(stack)
+        for load in loads:
+            report = RouteReport(name, load.provider)
+            label = f"[{name} {load.route}]"
+            rows_before, deliveries_before = ledger.recordings(), ledger.deliveries()
+            published_before = published_count(stack) or 0
+            print(f"{label} warm-up: {args.warmup} requests per server", flush=True)
+            for target in ("callrec", "bare"):
+                measure(load, report, target, args.warmup, f"{name}-{load.provider}-w-{target}")
+            for index in range(args.rounds):
+                order = ("bare", "callrec") if index % 2 == 0 else ("callrec", "bare")
+                for target in order:
+                    result = measure(load, report, target, args.requests,
+                                     f"{name}-{load.provider}-r{index}-{target}")
+                    report.rounds.append(result)
+                    drain = ("" if math.isnan(result.drain_s)
+                             else f", relay drain {result.drain_s:.2f}s")
+                    print(f"{label} round {index + 1}/{args.rounds} {target:7s} "
+                          f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                          f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}",
+                          flush=True)
+                    for sample in result.samples:
+                        print(f"    non-accepted answer: {sample}")
+            report.ledger_rows = ledger.recordings() - rows_before
+            report.deliveries = ledger.deliveries() - deliveries_before
+            published = published_count(stack)
+            report.published = None if published is None else published - published_before
+            reports.append(report)
         for server, _port in servers.values():
             if "Traceback" in server.log_path.read_text(errors="replace"):
                 print(f"  warning: a traceback is in {server.name}'s log:\n{server.log_tail(30)}")
-    return report
+    return reports
 
 
-def summarize(reports: Sequence[StackReport], args: argparse.Namespace) -> bool:
+def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
     """Print the tables; True when every target is met."""
     print()
-    print(
-        f"receiver benchmark: {args.requests} requests/round x {args.rounds} rounds, "
-        f"{args.concurrency} clients, gunicorn --workers {args.workers} --threads "
-        f"{args.threads}, {os.cpu_count()} CPUs (medians over rounds)"
-    )
+    print(f"receiver benchmark: {args.requests} requests/round x {args.rounds} rounds, "
+          f"{args.concurrency} clients, gunicorn --workers {args.workers} --threads "
+          f"{args.threads}, {os.cpu_count()} CPUs (medians over rounds)")
     rows: list[list[Any]] = []
     for report in reports:
         for target in ("callrec", "bare"):
             results = report.of(target)
-            rows.append(
-                [
-                    report.stack,
-                    target,
-                    median([r.rps for r in results]),
-                    median([r.p50_ms for r in results]),
-                    median([r.p99_ms for r in results]),
-                    max((r.max_ms for r in results), default=math.nan),
-                    sum(r.errors for r in results),
-                    median([r.drain_s for r in results if not math.isnan(r.drain_s)]),
-                ]
-            )
-    print_table(
-        ["stack", "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "relay drain s"], rows
-    )
+            rows.append([
+                report.stack, report.provider, target, median([r.rps for r in results]),
+                median([r.p50_ms for r in results]), median([r.p99_ms for r in results]),
+                max((r.max_ms for r in results), default=math.nan),
+                sum(r.errors for r in results),
+                median([r.drain_s for r in results if not math.isnan(r.drain_s)]),
+            ])
+    print_table(["stack", "route", "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
+                 "relay drain s"], rows)
     print()
     ok = True
     verdicts: list[list[Any]] = []
@@ -725,92 +657,44 @@ def summarize(reports: Sequence[StackReport], args: argparse.Namespace) -> bool:
         errors_ok = sum(r.errors for r in report.rounds) == 0
         ok = ok and ratio_ok and p99_ok and counted and errors_ok
         at = "" if args.concurrency == TARGET_P99_CLIENTS else f" (at {TARGET_P99_CLIENTS} clients)"
-        verdicts.append(
-            [
-                report.stack,
-                ratio,
-                f">= {TARGET_RATIO}",
-                "PASS" if ratio_ok else "MISS",
-                p99,
-                f"< {TARGET_P99_MS:g}{at}",
-                "PASS" if p99_ok else "MISS",
-                f"{report.ledger_rows}/{report.callrec_accepted}",
-                "ok" if counted else "MISMATCH",
-                report.published,
-            ]
-        )
-    print_table(
-        [
-            "stack",
-            "callrec/bare",
-            "target",
-            "",
-            "callrec p99 ms",
-            "target",
-            "",
-            "ledger rows/accepted",
-            "",
-            "broker msgs",
-        ],
-        verdicts,
-    )
+        verdicts.append([
+            report.stack, report.provider, ratio, f">= {TARGET_RATIO}",
+            "PASS" if ratio_ok else "MISS", p99, f"< {TARGET_P99_MS:g}{at}",
+            "PASS" if p99_ok else "MISS", f"{report.ledger_rows}/{report.callrec_accepted}",
+            "ok" if counted else "MISMATCH", report.published,
+        ])
+    print_table(["stack", "route", "callrec/bare", "target", "", "callrec p99 ms", "target", "",
+                 "ledger rows/accepted", "", "broker msgs"], verdicts)
     return ok
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python bench/receiver.py", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument(
-        "--requests",
-        type=int,
-        default=None,
-        help="requests per measured round and server (default 6000; quick 300)",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help="measured rounds per server, interleaved (default 3; quick 1)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=None,
-        help="unmeasured requests per server first (default 300; quick 100)",
-    )
+        prog="python bench/receiver.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=None,
+                        help="requests per measured round and server (default 6000; quick 300)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="measured rounds per server, interleaved (default 3; quick 1)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="unmeasured requests per server first (default 300; quick 100)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument(
-        "--stacks",
-        default=",".join(STACKS),
-        help=f"comma-separated, default all: {', '.join(STACKS)}",
-    )
+    parser.add_argument("--stacks", default=",".join(STACKS),
+                        help=f"comma-separated, default all: {', '.join(STACKS)}")
+    parser.add_argument("--providers", default=",".join(LOADS),
+                        help=f"routes to load, comma-separated, default all: {', '.join(LOADS)}")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn --workers (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn --threads (default 4)")
-    parser.add_argument(
-        "--load",
-        choices=("auto", "wrk", "python"),
-        default="auto",
-        help="load generator (default auto: wrk when installed)",
-    )
+    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
+                        help="load generator (default auto: wrk when installed)")
     parser.add_argument("--quick", action="store_true", help="smoke run (under a minute)")
-    parser.add_argument(
-        "--postgres-admin-url",
-        default=DEFAULT_PG_ADMIN,
-        help=f"a database to connect to for CREATE/DROP DATABASE (default {DEFAULT_PG_ADMIN})",
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=DEFAULT_REDIS,
-        help=f"broker of postgres-redis (default {DEFAULT_REDIS})",
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=DRAIN_TIMEOUT_S,
-        help="after each callrec round, how long to wait for the relay to "
-        f"publish every new row (default {DRAIN_TIMEOUT_S:g} s)",
-    )
+    parser.add_argument("--postgres-admin-url", default=DEFAULT_PG_ADMIN,
+                        help=f"a database to connect to for CREATE/DROP DATABASE "
+                             f"(default {DEFAULT_PG_ADMIN})")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS,
+                        help=f"broker of postgres-redis (default {DEFAULT_REDIS})")
+    parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
+                        help="after each callrec round, how long to wait for the relay to "
+                             f"publish every new row (default {DRAIN_TIMEOUT_S:g} s)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -821,6 +705,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for stack in args.stacks:
         if stack not in STACKS:
             parser.error(f"unknown stack {stack!r}")
+    args.providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    for provider in args.providers:
+        if provider not in LOADS:
+            parser.error(f"unknown provider {provider!r} (known: {', '.join(LOADS)})")
     if min(args.requests, args.rounds, args.concurrency, args.workers, args.threads) < 1:
         parser.error("sizes must be >= 1")
     if args.warmup < 1:
@@ -837,21 +725,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()[0]
     busy = load > 0.5 * (os.cpu_count() or 1)
     note = " (the machine was busy in the last minute: expect noise)" if busy else ""
-    print(
-        f"load generator: {'wrk' if use_wrk else 'python processes'}; "
-        f"load average {load:.2f}{note}",
-        flush=True,
-    )
+    print(f"load generator: {'wrk' if use_wrk else 'python processes'}; "
+          f"load average {load:.2f}{note}", flush=True)
 
     def _sigterm(_signo: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _sigterm)
     root = Path(tempfile.mkdtemp(prefix="callrec-bench-receiver-"))
-    reports: list[StackReport] = []
+    reports: list[RouteReport] = []
     try:
         for name in args.stacks:
-            reports.append(run_stack(name, args, root, use_wrk))
+            reports.extend(run_stack(name, args, root, use_wrk))
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
         return 130
