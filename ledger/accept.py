@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.models import Delivery, Recording, State, utcnow
 from providers.base import RecordingRef, WebhookEvent
 
-__all__ = ["AcceptResult", "accept_event", "accept_refs"]
+__all__ = ["AcceptResult", "accept_event", "accept_in", "accept_refs", "engine_of"]
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _statements(dialect: str) -> _Statements:
     )
 
 
-def _engine(sessions: sessionmaker[Session]) -> Engine:
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
     bind = sessions.kw["bind"]
     assert isinstance(bind, Engine)
     return bind
@@ -109,29 +109,35 @@ def _upsert_refs(
             result.new_ids.append(new_id)
 
 
+def accept_in(
+    connection: Connection, provider: str, account: str, event: WebhookEvent, now: datetime
+) -> AcceptResult:
+    """Record a verified delivery and its recordings inside the caller's transaction."""
+    delivery = connection.execute(
+        _statements(connection.dialect.name).insert_delivery,
+        {
+            "provider": provider,
+            "account": account,
+            "delivery_id": event.delivery_id,
+            "event_type": event.event_type[:128],
+            "received_at": now,
+        },
+    ).scalar_one_or_none()
+    if delivery is None:
+        return AcceptResult("duplicate")
+    if not event.recordings:
+        return AcceptResult("ignored")
+    result = AcceptResult("accepted")
+    _upsert_refs(connection, provider, account, event.recordings, "webhook", now, None, result)
+    return result
+
+
 def accept_event(
     sessions: sessionmaker[Session], provider: str, account: str, event: WebhookEvent
 ) -> AcceptResult:
-    """Record a verified webhook delivery and the recordings it announces."""
-    now = utcnow()
-    with _engine(sessions).begin() as connection:
-        delivery = connection.execute(
-            _statements(connection.dialect.name).insert_delivery,
-            {
-                "provider": provider,
-                "account": account,
-                "delivery_id": event.delivery_id,
-                "event_type": event.event_type[:128],
-                "received_at": now,
-            },
-        ).scalar_one_or_none()
-        if delivery is None:
-            return AcceptResult("duplicate")
-        if not event.recordings:
-            return AcceptResult("ignored")
-        result = AcceptResult("accepted")
-        _upsert_refs(connection, provider, account, event.recordings, "webhook", now, None, result)
-        return result
+    """Record a verified webhook delivery and the recordings it announces, in one transaction."""
+    with engine_of(sessions).begin() as connection:
+        return accept_in(connection, provider, account, event, utcnow())
 
 
 def accept_refs(
@@ -145,6 +151,6 @@ def accept_refs(
 ) -> AcceptResult:
     """Record recordings found by a list or a lookup (no delivery to deduplicate)."""
     result = AcceptResult("accepted")
-    with _engine(sessions).begin() as connection:
+    with engine_of(sessions).begin() as connection:
         _upsert_refs(connection, provider, account, refs, source, utcnow(), parent_id, result)
     return result
