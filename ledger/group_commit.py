@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from ledger.accept import AcceptResult, accept_in
+from ledger.accept import AcceptResult, accept_batch
 from ledger.models import utcnow
 from providers.base import WebhookEvent
 
@@ -120,10 +120,9 @@ class GroupCommitter:
     def _run(self, batch: list[_Pending]) -> None:
         now = utcnow()
         with self._engine.begin() as connection:
-            results = [
-                accept_in(connection, item.provider, item.account, item.event, now)
-                for item in batch
-            ]
+            results = accept_batch(
+                connection, [(item.provider, item.account, item.event) for item in batch], now
+            )
         # Only after COMMIT returned: a result handed out earlier could 2xx an uncommitted row.
         for item, result in zip(batch, results, strict=True):
             item.result = result

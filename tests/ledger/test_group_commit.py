@@ -163,3 +163,36 @@ def test_a_failed_commit_answers_every_waiter(engine: Engine) -> None:
 def test_max_batch_must_be_positive(engine: Engine) -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommitter(engine, max_batch=0)
+
+
+def test_accept_batch_matches_returned_rows_to_their_input(engine: Engine) -> None:
+    from ledger.accept import accept_batch
+    from ledger.models import utcnow
+
+    two = WebhookEvent(
+        delivery_id="d4",
+        event_type="call.recording.saved",
+        recordings=(RecordingRef(recording_id="r2"), RecordingRef(recording_id="r3")),
+    )
+    ignored = WebhookEvent(delivery_id="d3", event_type="call.hangup")
+    with engine.begin() as connection:
+        accept_batch(connection, [("telnyx", "default", saved("d0", "r0"))], utcnow())
+    batch = [saved("d1", "r1"), saved("d1", "r1"), saved("d2", "r1"), ignored, two]
+    batch.append(saved("d5", "r0"))  # a recording committed by an earlier transaction
+    with engine.begin() as connection:
+        results = accept_batch(connection, [("telnyx", "default", e) for e in batch], utcnow())
+    assert [r.status for r in results] == [
+        "accepted",
+        "duplicate",
+        "accepted",
+        "ignored",
+        "accepted",
+        "accepted",
+    ]
+    first, _, same_recording, _, both, earlier = results
+    assert first.new_ids == first.recording_ids and len(first.new_ids) == 1
+    assert same_recording.recording_ids == first.recording_ids and same_recording.new_ids == []
+    assert len(set(both.new_ids)) == 2 and both.new_ids == both.recording_ids
+    assert earlier.new_ids == [] and len(earlier.recording_ids) == 1
+    assert count(engine, Recording) == 4
+    assert count(engine, Delivery) == 6
