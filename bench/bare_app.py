@@ -1,8 +1,8 @@
-"""The receiver benchmark's baseline: a bare Flask route that only verifies the Telnyx signature.
+"""The receiver benchmark's baseline: bare Flask routes that only verify the provider's signature.
 
-Same settings (``CALLREC_*``), same provider object and the same ``verify`` as callrec's
-``POST /webhooks/telnyx``, then ``{"status": "accepted"}``: no parsing, no ledger, no publish,
-no logging. Serve it with ``gunicorn bench.bare_app:app``.
+Same settings (``CALLREC_*``), same provider objects and the same ``verify`` as callrec's
+``POST /webhooks/<provider>``, then ``{"status": "accepted"}``: no parsing, no ledger, no
+publish, no logging. Serve it with ``gunicorn bench.bare_app:app``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ __all__ = ["app", "create_bare_app"]
 
 
 def create_bare_app() -> Flask:
-    """A Flask app with ``POST /webhooks/telnyx`` (verify only) and ``GET /healthz``."""
+    """A Flask app with ``POST /webhooks/<provider>`` (verify only) and ``GET /healthz``."""
     settings = load_settings()
-    provider = Accounts(settings, new_http_client(settings.http_timeout_seconds)).provider("telnyx")
+    accounts = Accounts(settings, new_http_client(settings.http_timeout_seconds))
     bare = Flask("callrec-bench-bare")
     bare.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     base = settings.public_base_url
 
-    @bare.post("/webhooks/telnyx")
-    def receive() -> Any:
+    @bare.post("/webhooks/<name>")
+    def receive(name: str) -> Any:
+        provider = accounts.provider(name)
         body = request.get_data(cache=False)
         webhook = WebhookRequest(
             body=body,

@@ -1,9 +1,10 @@
-"""Receiver benchmark: signed Telnyx webhooks through callrec vs a verify-only Flask route.
+"""Receiver benchmark: signed webhooks through each provider route of callrec vs verify-only routes.
 
 For each stack (``embedded``: SQLite ledger + ``sqla+sqlite`` broker; ``postgres-redis``), two
 gunicorn servers run side by side with identical settings: callrec (``ingest.wsgi:app``: verify,
-ledger, relay publish) and the baseline (``bench.bare_app:app``: verify only). Pre-signed,
-distinct ``call.recording.saved`` deliveries are sent from ``--concurrency`` keep-alive clients
+ledger, relay publish) and the baseline (``bench.bare_app:app``: verify only). Per provider
+route (``bench/webhook_loads.py``: Telnyx, ...), pre-signed, distinct recording-ready
+deliveries are sent from ``--concurrency`` keep-alive clients
 (``wrk`` with a generated Lua script when installed, else Python processes), in interleaved
 rounds; the medians, the callrec/bare throughput ratio and the ledger row count are printed.
 
@@ -51,8 +52,8 @@ from bench.common import (
     print_table,
     wait_until,
 )
+from bench.webhook_loads import LOADS, PUBLIC_BASE_URL, WebhookLoad
 
-ROUTE = "/webhooks/telnyx"
 STACKS = ("embedded", "postgres-redis")
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 10.0
@@ -107,12 +108,13 @@ function init(args)
   local i = 0
   for line in io.lines(path) do
     if i % nthreads == tid then
-      local ts, sig, body = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
-      reqs[#reqs + 1] = wrk.format("POST", route, {
-        ["Content-Type"] = "application/json",
-        ["telnyx-timestamp"] = ts,
-        ["telnyx-signature-ed25519"] = sig,
-      }, body)
+      local encoded, body = line:match("^([^\t]*)\t(.*)$")
+      local headers = {}
+      for pair in encoded:gmatch("[^\31]+") do
+        local name, value = pair:match("^([^:]+):(.*)$")
+        headers[name] = value
+      end
+      reqs[#reqs + 1] = wrk.format("POST", route, headers, body)
     end
     i = i + 1
   end
@@ -215,25 +217,28 @@ class RoundResult:
 # -- requests ---------------------------------------------------------------------------------
 
 
-def sign_batch(signer: Any, count: int, tag: str, path: Path) -> None:
-    """Write ``count`` distinct signed deliveries (``ts<TAB>signature<TAB>body`` lines)."""
-    from emulators.telnyx import recording_saved_body
+HEADER_SEPARATOR = "\x1f"  # between "name:value" pairs in a batch line
 
-    timestamp = int(time.time())
+
+def sign_batch(load: WebhookLoad, count: int, tag: str, path: Path) -> None:
+    """Write ``count`` distinct signed deliveries as ``name:value\x1f...<TAB>body`` lines."""
     with path.open("w", encoding="utf-8") as out:
         for index in range(count):
-            body = recording_saved_body(None, event_id=f"bench-{tag}-{index}")
-            if b"\t" in body or b"\n" in body:
-                raise RuntimeError("a webhook body must be a single line without tabs")
-            out.write(f"{timestamp}\t{signer.signature(body, timestamp)}\t{body.decode()}\n")
+            signed = load.request(tag, index)
+            encoded = HEADER_SEPARATOR.join(f"{k}:{v}" for k, v in signed.headers.items())
+            text = signed.body.decode()
+            if any(c in text or c in encoded for c in "\t\n"):
+                raise RuntimeError("a webhook body and its headers must be single tab-free lines")
+            out.write(f"{encoded}\t{text}\n")
 
 
-def read_batch(path: Path) -> list[tuple[str, str, bytes]]:
-    """The deliveries written by :func:`sign_batch`."""
+def read_batch(path: Path) -> list[tuple[dict[str, str], bytes]]:
+    """The deliveries written by :func:`sign_batch`: (headers, body)."""
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        ts, sig, body = line.split("\t", 2)
-        rows.append((ts, sig, body.encode()))
+        encoded, body = line.split("\t", 1)
+        pairs = (pair.split(":", 1) for pair in encoded.split(HEADER_SEPARATOR) if pair)
+        rows.append(({name: value for name, value in pairs}, body.encode()))
     return rows
 
 
@@ -241,7 +246,7 @@ def read_batch(path: Path) -> list[tuple[str, str, bytes]]:
 
 
 def run_wrk(
-    port: int, batch: Path, count: int, concurrency: int, workdir: Path, target: str
+    port: int, route: str, batch: Path, count: int, concurrency: int, workdir: Path, target: str
 ) -> RoundResult:
     """Send the batch with wrk; bounded by the signature window."""
     script = workdir / "receiver.lua"
@@ -251,8 +256,8 @@ def run_wrk(
     log = workdir / f"wrk-{target}-{uuid.uuid4().hex[:6]}.log"
     wrk = ManagedProcess(
         ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{int(SIGNATURE_WINDOW_S)}s",
-         "--timeout", "30s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{ROUTE}",
-         "--", str(batch), str(threads), ROUTE],
+         "--timeout", "30s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{route}",
+         "--", str(batch), str(threads), route],
         log_path=log, name="wrk",
     )
     try:
@@ -283,7 +288,8 @@ def run_wrk(
 
 
 def _python_client(
-    port: int, requests: list[tuple[str, str, bytes]], start_at: float, results: Any
+    port: int, route: str, requests: list[tuple[dict[str, str], bytes]], start_at: float,
+    results: Any,
 ) -> None:
     """One keep-alive client process: send ``requests`` in order, report latencies."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -294,12 +300,10 @@ def _python_client(
     while time.monotonic() < start_at:
         time.sleep(0.001)
     first = time.monotonic()
-    for ts, sig, body in requests:
-        headers = {"content-type": "application/json", "telnyx-timestamp": ts,
-                   "telnyx-signature-ed25519": sig}
+    for headers, body in requests:
         began = time.perf_counter()
         try:
-            connection.request("POST", ROUTE, body=body, headers=headers)
+            connection.request("POST", route, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException):
@@ -319,7 +323,7 @@ def _python_client(
 
 
 def run_python_load(
-    port: int, batch: Path, count: int, concurrency: int, target: str
+    port: int, route: str, batch: Path, count: int, concurrency: int, target: str
 ) -> RoundResult:
     """Send the batch from ``concurrency`` processes (when wrk is not installed)."""
     rows = read_batch(batch)
@@ -327,7 +331,8 @@ def run_python_load(
     results = context.Queue()
     start_at = time.monotonic() + 0.5
     procs = [context.Process(target=_python_client,
-                             args=(port, rows[i::concurrency], start_at, results), daemon=True)
+                             args=(port, route, rows[i::concurrency], start_at, results),
+                             daemon=True)
              for i in range(min(concurrency, count))]
     for proc in procs:
         proc.start()
@@ -372,21 +377,21 @@ class Stack:
         return self.env["CALLREC_DATABASE_URL"]
 
 
-def _base_env(workdir: Path, public_key: str) -> dict[str, str]:
-    """The test sandbox's settings, with the Telnyx keys the receiver needs."""
+def _base_env(workdir: Path, loads: Sequence[WebhookLoad]) -> dict[str, str]:
+    """The test sandbox's settings, with the keys every benchmarked route verifies with."""
     from emulators.sandbox import sandbox_env
 
+    keys = {name: value for load in loads for name, value in load.env().items()}
     return sandbox_env(workdir, CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
-                       CALLREC_TELNYX_API_KEY="bench-not-used",
-                       CALLREC_TELNYX_PUBLIC_KEY=public_key)
+                       CALLREC_PUBLIC_BASE_URL=PUBLIC_BASE_URL, **keys)
 
 
 @contextlib.contextmanager
 def open_stack(
-    name: str, workdir: Path, public_key: str, pg_admin: str, redis_url: str
+    name: str, workdir: Path, loads: Sequence[WebhookLoad], pg_admin: str, redis_url: str
 ) -> Iterator[Stack]:
     """Create the stack's ledger (and broker keys); remove all of it on exit."""
-    env = _base_env(workdir, public_key)
+    env = _base_env(workdir, loads)
     if name == "embedded":
         yield Stack(name, env)
         return
@@ -511,10 +516,11 @@ def child_env(stack_env: dict[str, str]) -> dict[str, str]:
 
 
 @dataclass
-class StackReport:
-    """All rounds of one stack plus the ledger check."""
+class RouteReport:
+    """All rounds of one provider route on one stack, plus the ledger check."""
 
     stack: str
+    provider: str
     rounds: list[RoundResult] = field(default_factory=list)
     ledger_rows: int | None = None
     deliveries: int | None = None
@@ -525,19 +531,19 @@ class StackReport:
         return [r for r in self.rounds if r.target == target]
 
 
-def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) -> StackReport:
-    """Servers up, warm-up, interleaved rounds, ledger check; everything torn down after."""
-    from emulators.telnyx import TelnyxWebhookSigner
+def run_stack(
+    name: str, args: argparse.Namespace, root: Path, use_wrk: bool
+) -> list[RouteReport]:
+    """Servers up; per provider route: warm-up, interleaved rounds, ledger check; torn down."""
     from ledger import migrate
 
-    signer = TelnyxWebhookSigner()
+    loads = [LOADS[provider]() for provider in args.providers]
     workdir = root / name
     workdir.mkdir()
-    report = StackReport(name)
+    reports: list[RouteReport] = []
     with contextlib.ExitStack() as cleanup:
         stack = cleanup.enter_context(
-            open_stack(name, workdir, signer.public_key_b64, args.postgres_admin_url,
-                       args.redis_url))
+            open_stack(name, workdir, loads, args.postgres_admin_url, args.redis_url))
         migrate(stack.database_url)
         env = child_env(stack.env)
         servers = {}
@@ -555,14 +561,18 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
         ledger = Ledger(stack.database_url)
         cleanup.callback(ledger.close)
 
-        def measure(target: str, count: int, tag: str) -> RoundResult:
+        def measure(
+            load: WebhookLoad, report: RouteReport, target: str, count: int, tag: str
+        ) -> RoundResult:
             batch = workdir / f"batch-{tag}.tsv"
-            sign_batch(signer, count, tag, batch)
+            sign_batch(load, count, tag, batch)
             port = servers[target][1]
             if use_wrk:
-                result = run_wrk(port, batch, count, args.concurrency, workdir, target)
+                result = run_wrk(port, load.route, batch, count, args.concurrency, workdir,
+                                 target)
             else:
-                result = run_python_load(port, batch, count, args.concurrency, target)
+                result = run_python_load(port, load.route, batch, count, args.concurrency,
+                                         target)
             batch.unlink()
             if target == "callrec":
                 report.callrec_accepted += result.accepted
@@ -580,30 +590,40 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
                     raise RuntimeError(f"{server.name} died:\n{server.log_tail()}")
             return result
 
-        print(f"[{name}] warm-up: {args.warmup} requests per server", flush=True)
-        for target in ("callrec", "bare"):
-            measure(target, args.warmup, f"{name}-warm-{target}")
-        for index in range(args.rounds):
-            order = ("bare", "callrec") if index % 2 == 0 else ("callrec", "bare")
-            for target in order:
-                result = measure(target, args.requests, f"{name}-r{index}-{target}")
-                report.rounds.append(result)
-                drain = "" if math.isnan(result.drain_s) else f", relay drain {result.drain_s:.2f}s"
-                print(f"[{name}] round {index + 1}/{args.rounds} {target:7s} "
-                      f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                      f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}", flush=True)
-                for sample in result.samples:
-                    print(f"    non-accepted answer: {sample}")
-        report.ledger_rows = ledger.recordings()
-        report.deliveries = ledger.deliveries()
-        report.published = published_count(stack)
+        for load in loads:
+            report = RouteReport(name, load.provider)
+            label = f"[{name} {load.route}]"
+            rows_before, deliveries_before = ledger.recordings(), ledger.deliveries()
+            published_before = published_count(stack) or 0
+            print(f"{label} warm-up: {args.warmup} requests per server", flush=True)
+            for target in ("callrec", "bare"):
+                measure(load, report, target, args.warmup, f"{name}-{load.provider}-w-{target}")
+            for index in range(args.rounds):
+                order = ("bare", "callrec") if index % 2 == 0 else ("callrec", "bare")
+                for target in order:
+                    result = measure(load, report, target, args.requests,
+                                     f"{name}-{load.provider}-r{index}-{target}")
+                    report.rounds.append(result)
+                    drain = ("" if math.isnan(result.drain_s)
+                             else f", relay drain {result.drain_s:.2f}s")
+                    print(f"{label} round {index + 1}/{args.rounds} {target:7s} "
+                          f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                          f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}",
+                          flush=True)
+                    for sample in result.samples:
+                        print(f"    non-accepted answer: {sample}")
+            report.ledger_rows = ledger.recordings() - rows_before
+            report.deliveries = ledger.deliveries() - deliveries_before
+            published = published_count(stack)
+            report.published = None if published is None else published - published_before
+            reports.append(report)
         for server, _port in servers.values():
             if "Traceback" in server.log_path.read_text(errors="replace"):
                 print(f"  warning: a traceback is in {server.name}'s log:\n{server.log_tail(30)}")
-    return report
+    return reports
 
 
-def summarize(reports: Sequence[StackReport], args: argparse.Namespace) -> bool:
+def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
     """Print the tables; True when every target is met."""
     print()
     print(f"receiver benchmark: {args.requests} requests/round x {args.rounds} rounds, "
@@ -614,13 +634,13 @@ def summarize(reports: Sequence[StackReport], args: argparse.Namespace) -> bool:
         for target in ("callrec", "bare"):
             results = report.of(target)
             rows.append([
-                report.stack, target, median([r.rps for r in results]),
+                report.stack, report.provider, target, median([r.rps for r in results]),
                 median([r.p50_ms for r in results]), median([r.p99_ms for r in results]),
                 max((r.max_ms for r in results), default=math.nan),
                 sum(r.errors for r in results),
                 median([r.drain_s for r in results if not math.isnan(r.drain_s)]),
             ])
-    print_table(["stack", "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
+    print_table(["stack", "route", "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
                  "relay drain s"], rows)
     print()
     ok = True
@@ -638,12 +658,12 @@ def summarize(reports: Sequence[StackReport], args: argparse.Namespace) -> bool:
         ok = ok and ratio_ok and p99_ok and counted and errors_ok
         at = "" if args.concurrency == TARGET_P99_CLIENTS else f" (at {TARGET_P99_CLIENTS} clients)"
         verdicts.append([
-            report.stack, ratio, f">= {TARGET_RATIO}", "PASS" if ratio_ok else "MISS", p99,
-            f"< {TARGET_P99_MS:g}{at}", "PASS" if p99_ok else "MISS",
-            f"{report.ledger_rows}/{report.callrec_accepted}",
+            report.stack, report.provider, ratio, f">= {TARGET_RATIO}",
+            "PASS" if ratio_ok else "MISS", p99, f"< {TARGET_P99_MS:g}{at}",
+            "PASS" if p99_ok else "MISS", f"{report.ledger_rows}/{report.callrec_accepted}",
             "ok" if counted else "MISMATCH", report.published,
         ])
-    print_table(["stack", "callrec/bare", "target", "", "callrec p99 ms", "target", "",
+    print_table(["stack", "route", "callrec/bare", "target", "", "callrec p99 ms", "target", "",
                  "ledger rows/accepted", "", "broker msgs"], verdicts)
     return ok
 
@@ -660,6 +680,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--stacks", default=",".join(STACKS),
                         help=f"comma-separated, default all: {', '.join(STACKS)}")
+    parser.add_argument("--providers", default=",".join(LOADS),
+                        help=f"routes to load, comma-separated, default all: {', '.join(LOADS)}")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn --workers (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn --threads (default 4)")
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
@@ -683,6 +705,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for stack in args.stacks:
         if stack not in STACKS:
             parser.error(f"unknown stack {stack!r}")
+    args.providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    for provider in args.providers:
+        if provider not in LOADS:
+            parser.error(f"unknown provider {provider!r} (known: {', '.join(LOADS)})")
     if min(args.requests, args.rounds, args.concurrency, args.workers, args.threads) < 1:
         parser.error("sizes must be >= 1")
     if args.warmup < 1:
@@ -707,10 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _sigterm)
     root = Path(tempfile.mkdtemp(prefix="callrec-bench-receiver-"))
-    reports: list[StackReport] = []
+    reports: list[RouteReport] = []
     try:
         for name in args.stacks:
-            reports.append(run_stack(name, args, root, use_wrk))
+            reports.extend(run_stack(name, args, root, use_wrk))
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
         return 130

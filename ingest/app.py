@@ -15,6 +15,7 @@ from config.settings import Settings
 from ingest.health import health
 from ingest.webhooks import webhooks
 from ledger import make_engine, make_session_factory
+from ledger.group_commit import GroupCommitter
 from providers.http import new_http_client
 from providers.registry import Accounts
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 class IngestState:
     settings: Settings
     sessions: sessionmaker[Session]
+    committer: GroupCommitter
     accounts: Accounts
     celery: Celery
 
@@ -43,6 +45,7 @@ def create_app(settings: Settings) -> Flask:
     app.extensions["callrec"] = IngestState(
         settings=settings,
         sessions=sessions,
+        committer=GroupCommitter(engine),
         accounts=Accounts(settings, new_http_client(settings.http_timeout_seconds)),
         celery=celery,
     )

@@ -1,7 +1,8 @@
 """``POST /webhooks/<provider>[/<account>]``: the one view every provider shares.
 
 Order of checks: body size (413, enforced while reading) → provider/account from the path
-(404) → signature on the raw bytes (401) → content type (415) → parse (400) → ledger (2xx).
+(404) → signature on the raw bytes (401) → content type (415) → parse (400) → ledger (2xx,
+after the commit; concurrent requests share it: ledger/group_commit.py).
 Unknown event types are acknowledged and ignored, so the provider stops retrying them.
 Nothing here touches the broker: the relay process publishes committed rows (workers/relay.py).
 """
@@ -16,7 +17,6 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.logging import log_context
-from ledger import accept_event
 from providers.base import WebhookRequest
 from providers.errors import ConfigurationMissing, WebhookRejected
 from providers.registry import DEFAULT_ACCOUNT, UnknownAccount
@@ -59,9 +59,11 @@ def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
             logger.error("webhook cannot be verified: %s", exc)
             return jsonify(error="webhook verification is not configured"), 503
         try:
-            result = accept_event(current.sessions, provider, account, event)
-        except SQLAlchemyError as exc:
-            # Not accepted: a non-2xx makes the provider deliver it again later.
+            result = current.committer.accept(provider, account, event)
+        except Exception as exc:
+            # Not committed, so not accepted: a non-2xx makes the provider deliver it again.
+            if not isinstance(exc, SQLAlchemyError):
+                logger.exception("webhook not accepted: the ledger write crashed")
             logger.error("ledger unavailable, webhook not accepted (%s)", type(exc).__name__)
             return jsonify(error="ledger unavailable, retry later"), 503
         if result.status == "ignored":

@@ -25,7 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.models import Delivery, Recording, State, utcnow
 from providers.base import RecordingRef, WebhookEvent
 
-__all__ = ["AcceptResult", "accept_event", "accept_refs"]
+__all__ = [
+    "AcceptResult",
+    "Announcement",
+    "accept_batch",
+    "accept_event",
+    "accept_in",
+    "accept_refs",
+    "engine_of",
+]
 
 
 @dataclass
@@ -37,21 +45,36 @@ class AcceptResult:
 
 @dataclass(frozen=True)
 class _Statements:
-    insert_delivery: Any
-    insert_recording: Any
+    insert_deliveries: Any
+    insert_recordings: Any
     find_recording: Any
 
 
 DELIVERIES = cast(Table, Delivery.__table__)
 RECORDINGS = cast(Table, Recording.__table__)
 
+#: One announcement to accept: (provider, account, verified event).
+Announcement = tuple[str, str, WebhookEvent]
+
 
 @lru_cache(maxsize=4)
 def _statements(dialect: str) -> _Statements:
+    """Built once per dialect. Executed with a list of parameter sets, SQLAlchemy sends each
+    insert as one multi-row ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING``
+    ("insertmanyvalues"); the natural key comes back so rows can be matched to the input."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return _Statements(
-        insert_delivery=insert(DELIVERIES).on_conflict_do_nothing().returning(DELIVERIES.c.id),
-        insert_recording=insert(RECORDINGS).on_conflict_do_nothing().returning(RECORDINGS.c.id),
+        insert_deliveries=insert(DELIVERIES)
+        .on_conflict_do_nothing()
+        .returning(DELIVERIES.c.provider, DELIVERIES.c.account, DELIVERIES.c.delivery_id),
+        insert_recordings=insert(RECORDINGS)
+        .on_conflict_do_nothing()
+        .returning(
+            RECORDINGS.c.provider,
+            RECORDINGS.c.account,
+            RECORDINGS.c.recording_key,
+            RECORDINGS.c.id,
+        ),
         find_recording=select(RECORDINGS.c.id).where(
             RECORDINGS.c.provider == bindparam("p"),
             RECORDINGS.c.account == bindparam("a"),
@@ -60,78 +83,136 @@ def _statements(dialect: str) -> _Statements:
     )
 
 
-def _engine(sessions: sessionmaker[Session]) -> Engine:
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
     bind = sessions.kw["bind"]
     assert isinstance(bind, Engine)
     return bind
 
 
-def _upsert_refs(
-    connection: Connection,
+def _recording_params(
     provider: str,
     account: str,
-    refs: Sequence[RecordingRef],
+    ref: RecordingRef,
     source: str,
     now: datetime,
     parent_id: int | None,
-    result: AcceptResult,
+) -> dict[str, Any]:
+    hints = dict(ref.hints)
+    if ref.lookup:
+        hints["lookup"] = dict(ref.lookup)
+    return {
+        "provider": provider,
+        "account": account,
+        "recording_key": ref.ledger_key,
+        "kind": "recording" if ref.recording_id else "lookup",
+        "source": source,
+        "state": State.ACCEPTED,
+        "attempts": 0,
+        "call_id": ref.call_id,
+        "hints": hints,
+        "parent_id": parent_id,
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+    }
+
+
+def _upsert_refs(
+    connection: Connection,
+    entries: Sequence[tuple[AcceptResult, str, str, RecordingRef]],
+    source: str,
+    now: datetime,
+    parent_id: int | None,
 ) -> None:
+    """Create the recording rows of ``entries`` (one statement), or find the existing ones.
+
+    Each entry's result gets the row id; ``new_ids`` only where this call created the row (the
+    first entry of a key, when several in one batch name the same recording).
+    """
+    if not entries:
+        return
     statements = _statements(connection.dialect.name)
-    for ref in refs:
-        hints = dict(ref.hints)
-        if ref.lookup:
-            hints["lookup"] = dict(ref.lookup)
-        new_id = connection.execute(
-            statements.insert_recording,
-            {
-                "provider": provider,
-                "account": account,
-                "recording_key": ref.ledger_key,
-                "kind": "recording" if ref.recording_id else "lookup",
-                "source": source,
-                "state": State.ACCEPTED,
-                "attempts": 0,
-                "call_id": ref.call_id,
-                "hints": hints,
-                "parent_id": parent_id,
-                "created_at": now,
-                "updated_at": now,
-                "next_attempt_at": now,
-            },
-        ).scalar_one_or_none()
-        if new_id is None:
+    params = [_recording_params(p, a, ref, source, now, parent_id) for _, p, a, ref in entries]
+    created = {
+        (row[0], row[1], row[2]): row[3]
+        for row in connection.execute(statements.insert_recordings, params)
+    }
+    seen: dict[tuple[str, str, str], int] = {}
+    for result, provider, account, ref in entries:
+        key = (provider, account, ref.ledger_key)
+        new_id = created.pop(key, None)
+        if new_id is not None:
+            seen[key] = new_id
+            result.recording_ids.append(new_id)
+            result.new_ids.append(new_id)
+            continue
+        existing = seen.get(key)
+        if existing is None:
             existing = connection.execute(
                 statements.find_recording, {"p": provider, "a": account, "k": ref.ledger_key}
             ).scalar_one()
-            result.recording_ids.append(existing)
-        else:
-            result.recording_ids.append(new_id)
-            result.new_ids.append(new_id)
+            seen[key] = existing
+        result.recording_ids.append(existing)
+
+
+def accept_batch(
+    connection: Connection, announcements: Sequence[Announcement], now: datetime
+) -> list[AcceptResult]:
+    """Record verified deliveries and their recordings inside the caller's transaction.
+
+    Two statements for the whole batch (deliveries, then recordings), whatever its size. A
+    delivery already recorded, or named twice in the batch, is a ``duplicate`` after the first.
+    """
+    if not announcements:
+        return []
+    statements = _statements(connection.dialect.name)
+    inserted = {
+        (row[0], row[1], row[2])
+        for row in connection.execute(
+            statements.insert_deliveries,
+            [
+                {
+                    "provider": provider,
+                    "account": account,
+                    "delivery_id": event.delivery_id,
+                    "event_type": event.event_type[:128],
+                    "received_at": now,
+                }
+                for provider, account, event in announcements
+            ],
+        )
+    }
+    results: list[AcceptResult] = []
+    entries: list[tuple[AcceptResult, str, str, RecordingRef]] = []
+    for provider, account, event in announcements:
+        key = (provider, account, event.delivery_id)
+        if key not in inserted:
+            results.append(AcceptResult("duplicate"))
+            continue
+        inserted.discard(key)  # a second copy in this batch is a duplicate
+        if not event.recordings:
+            results.append(AcceptResult("ignored"))
+            continue
+        result = AcceptResult("accepted")
+        results.append(result)
+        entries.extend((result, provider, account, ref) for ref in event.recordings)
+    _upsert_refs(connection, entries, "webhook", now, None)
+    return results
+
+
+def accept_in(
+    connection: Connection, provider: str, account: str, event: WebhookEvent, now: datetime
+) -> AcceptResult:
+    """Record one verified delivery and its recordings inside the caller's transaction."""
+    return accept_batch(connection, [(provider, account, event)], now)[0]
 
 
 def accept_event(
     sessions: sessionmaker[Session], provider: str, account: str, event: WebhookEvent
 ) -> AcceptResult:
-    """Record a verified webhook delivery and the recordings it announces."""
-    now = utcnow()
-    with _engine(sessions).begin() as connection:
-        delivery = connection.execute(
-            _statements(connection.dialect.name).insert_delivery,
-            {
-                "provider": provider,
-                "account": account,
-                "delivery_id": event.delivery_id,
-                "event_type": event.event_type[:128],
-                "received_at": now,
-            },
-        ).scalar_one_or_none()
-        if delivery is None:
-            return AcceptResult("duplicate")
-        if not event.recordings:
-            return AcceptResult("ignored")
-        result = AcceptResult("accepted")
-        _upsert_refs(connection, provider, account, event.recordings, "webhook", now, None, result)
-        return result
+    """Record a verified webhook delivery and the recordings it announces, in one transaction."""
+    with engine_of(sessions).begin() as connection:
+        return accept_in(connection, provider, account, event, utcnow())
 
 
 def accept_refs(
@@ -145,6 +226,7 @@ def accept_refs(
 ) -> AcceptResult:
     """Record recordings found by a list or a lookup (no delivery to deduplicate)."""
     result = AcceptResult("accepted")
-    with _engine(sessions).begin() as connection:
-        _upsert_refs(connection, provider, account, refs, source, utcnow(), parent_id, result)
+    with engine_of(sessions).begin() as connection:
+        entries = [(result, provider, account, ref) for ref in refs]
+        _upsert_refs(connection, entries, source, utcnow(), parent_id)
     return result

@@ -1,0 +1,66 @@
+"""What the receiver benchmark sends to each provider route: distinct, correctly signed webhooks.
+
+One :class:`WebhookLoad` per provider: the settings its verifier needs (shared by callrec and
+the bare baseline, so both verify the same signature with the same key) and one signed
+request per index. Signing uses the provider's emulator sender, exactly as in the tests. A new
+provider adds one class here and one entry in :data:`LOADS`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+__all__ = ["LOADS", "PUBLIC_BASE_URL", "SignedRequest", "WebhookLoad"]
+
+#: Both servers believe they are reached at this URL (Twilio signs the full public URL).
+PUBLIC_BASE_URL = "https://callrec.bench.invalid"
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookLoad(abc.ABC):
+    """Signed deliveries for one provider's ``POST /webhooks/<provider>``."""
+
+    provider: ClassVar[str]
+
+    @property
+    def route(self) -> str:
+        return f"/webhooks/{self.provider}"
+
+    @abc.abstractmethod
+    def env(self) -> dict[str, str]:
+        """``CALLREC_*`` settings the route needs to verify (never used to call an API)."""
+
+    @abc.abstractmethod
+    def request(self, tag: str, index: int) -> SignedRequest:
+        """Delivery ``index`` of batch ``tag``: its own delivery and recording ids, signed now."""
+
+
+class TelnyxLoad(WebhookLoad):
+    provider = "telnyx"
+
+    def __init__(self) -> None:
+        from emulators.telnyx import TelnyxWebhookSigner
+
+        self._signer = TelnyxWebhookSigner()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CALLREC_TELNYX_API_KEY": "bench-not-used",
+            "CALLREC_TELNYX_PUBLIC_KEY": self._signer.public_key_b64,
+        }
+
+    def request(self, tag: str, index: int) -> SignedRequest:
+        from emulators.telnyx import recording_saved_body
+
+        body = recording_saved_body(None, event_id=f"bench-{tag}-{index}")
+        return SignedRequest(self._signer.headers(body), body)
+
+
+LOADS: dict[str, type[WebhookLoad]] = {load.provider: load for load in (TelnyxLoad,)}

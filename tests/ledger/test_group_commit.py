@@ -1,0 +1,198 @@
+"""Group commit: concurrent accepts share a transaction, and each still gets its own answer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ledger import Delivery, Recording, make_engine, migrate
+from ledger.accept import AcceptResult
+from ledger.group_commit import GroupCommitter
+from providers.base import RecordingRef, WebhookEvent
+
+JOIN_TIMEOUT_S = 20
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    migrate(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def saved(delivery: str, recording: str, **hints: Any) -> WebhookEvent:
+    ref = RecordingRef(recording_id=recording, hints=hints)
+    return WebhookEvent(delivery_id=delivery, event_type="call.recording.saved", recordings=(ref,))
+
+
+class HeldFirstCommit:
+    """Blocks the first transaction's COMMIT until released, so the next accepts queue up."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._first = True
+        event.listen(engine, "commit", self._on_commit)
+        self._engine = engine
+
+    def _on_commit(self, _connection: Any) -> None:
+        if self._first:
+            self._first = False
+            self.entered.set()
+            assert self.release.wait(JOIN_TIMEOUT_S)
+
+    def remove(self) -> None:
+        event.remove(self._engine, "commit", self._on_commit)
+
+
+def run_concurrently(
+    committer: GroupCommitter, events: list[WebhookEvent], hold: HeldFirstCommit
+) -> list[AcceptResult | BaseException]:
+    """Accept ``events[0]`` (held at COMMIT), queue the rest behind it, then release."""
+    results: list[AcceptResult | BaseException | None] = [None] * len(events)
+
+    def one(index: int) -> None:
+        try:
+            results[index] = committer.accept("telnyx", "default", events[index])
+        except BaseException as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(events))]
+    threads[0].start()
+    assert hold.entered.wait(JOIN_TIMEOUT_S)
+    for thread in threads[1:]:
+        thread.start()
+
+    def queued() -> int:
+        with committer._cond:
+            return len(committer._queue)
+
+    for _ in range(2000):  # bounded: until every other thread has queued behind the commit
+        if queued() == len(events) - 1:
+            break
+        threading.Event().wait(0.005)
+    assert queued() == len(events) - 1
+    hold.release.set()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    return [r for r in results if r is not None]
+
+
+def count(engine: Engine, model: Any) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_concurrent_accepts_share_one_transaction(engine: Engine) -> None:
+    committer = GroupCommitter(engine)
+    hold = HeldFirstCommit(engine)
+    events = [saved(f"d{i}", f"r{i}") for i in range(8)]
+    results = run_concurrently(committer, events, hold)
+    assert all(isinstance(r, AcceptResult) and r.status == "accepted" for r in results)
+    assert committer.batches == 2  # the held one, then the seven that queued behind it
+    assert committer.accepts == 8
+    assert count(engine, Delivery) == 8
+    assert count(engine, Recording) == 8
+
+
+def test_duplicates_inside_one_batch(engine: Engine) -> None:
+    committer = GroupCommitter(engine)
+    hold = HeldFirstCommit(engine)
+    events = [saved("first", "r0"), saved("d1", "r1"), saved("d1", "r1"), saved("d2", "r1")]
+    results = run_concurrently(committer, events, hold)
+    assert committer.batches == 2
+    statuses = sorted(r.status for r in results if isinstance(r, AcceptResult))
+    assert statuses == ["accepted", "accepted", "accepted", "duplicate"]
+    ids_for_r1 = {
+        tuple(r.recording_ids)
+        for r in results[1:]
+        if isinstance(r, AcceptResult) and r.status == "accepted"
+    }
+    assert len(ids_for_r1) == 1  # two deliveries of r1, one row
+    assert count(engine, Recording) == 2
+
+
+def test_a_bad_accept_fails_alone(engine: Engine) -> None:
+    committer = GroupCommitter(engine)
+    hold = HeldFirstCommit(engine)
+    unserialisable = saved("bad", "r-bad", note=object())  # JSON bind fails inside the batch
+    events = [saved("first", "r0"), saved("d1", "r1"), unserialisable, saved("d2", "r2")]
+    results = run_concurrently(committer, events, hold)
+    assert isinstance(results[2], SQLAlchemyError | TypeError)  # psycopg raises TypeError
+    good = [r for i, r in enumerate(results) if i != 2]
+    assert all(isinstance(r, AcceptResult) and r.status == "accepted" for r in good)
+    assert count(engine, Recording) == 3
+    assert count(engine, Delivery) == 3  # the bad delivery left nothing behind
+
+
+def test_a_failed_commit_answers_every_waiter(engine: Engine) -> None:
+    committer = GroupCommitter(engine, max_batch=3)
+    hold = HeldFirstCommit(engine)
+    commits = {"seen": 0}
+
+    def fail_once(connection: Any) -> None:
+        commits["seen"] += 1
+        if commits["seen"] == 2:  # the first shared batch (the held single one was the first)
+            raise RuntimeError("injected commit failure")
+
+    event.listen(engine, "commit", fail_once)
+    try:
+        events = [saved(f"d{i}", f"r{i}") for i in range(6)]
+        results = run_concurrently(committer, events, hold)
+    finally:
+        event.remove(engine, "commit", fail_once)
+        hold.remove()
+    # The first shared batch failed at COMMIT and was retried one by one.
+    assert committer.batches >= 4
+    assert all(isinstance(r, AcceptResult) and r.status == "accepted" for r in results)
+    assert count(engine, Recording) == 6
+
+
+def test_max_batch_must_be_positive(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        GroupCommitter(engine, max_batch=0)
+
+
+def test_accept_batch_matches_returned_rows_to_their_input(engine: Engine) -> None:
+    from ledger.accept import accept_batch
+    from ledger.models import utcnow
+
+    two = WebhookEvent(
+        delivery_id="d4",
+        event_type="call.recording.saved",
+        recordings=(RecordingRef(recording_id="r2"), RecordingRef(recording_id="r3")),
+    )
+    ignored = WebhookEvent(delivery_id="d3", event_type="call.hangup")
+    with engine.begin() as connection:
+        accept_batch(connection, [("telnyx", "default", saved("d0", "r0"))], utcnow())
+    batch = [saved("d1", "r1"), saved("d1", "r1"), saved("d2", "r1"), ignored, two]
+    batch.append(saved("d5", "r0"))  # a recording committed by an earlier transaction
+    with engine.begin() as connection:
+        results = accept_batch(connection, [("telnyx", "default", e) for e in batch], utcnow())
+    assert [r.status for r in results] == [
+        "accepted",
+        "duplicate",
+        "accepted",
+        "ignored",
+        "accepted",
+        "accepted",
+    ]
+    first, _, same_recording, _, both, earlier = results
+    assert first.new_ids == first.recording_ids and len(first.new_ids) == 1
+    assert same_recording.recording_ids == first.recording_ids and same_recording.new_ids == []
+    assert len(set(both.new_ids)) == 2 and both.new_ids == both.recording_ids
+    assert earlier.new_ids == [] and len(earlier.recording_ids) == 1
+    assert count(engine, Recording) == 4
+    assert count(engine, Delivery) == 6
