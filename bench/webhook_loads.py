@@ -63,4 +63,30 @@ class TelnyxLoad(WebhookLoad):
         return SignedRequest(self._signer.headers(body), body)
 
 
-LOADS: dict[str, type[WebhookLoad]] = {load.provider: load for load in (TelnyxLoad,)}
+class QuoLoad(WebhookLoad):
+    """Even deliveries signed with Standard Webhooks, odd ones with the legacy HMAC header."""
+
+    provider = "quo"
+
+    def __init__(self) -> None:
+        from emulators.quo import QuoWebhookSender
+
+        self._sender = QuoWebhookSender()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CALLREC_QUO_API_KEY": "bench-not-used",
+            "CALLREC_QUO_SIGNING_KEY": self._sender.signing_key_b64,
+            "CALLREC_QUO_WEBHOOK_SECRET": self._sender.webhook_secret,
+        }
+
+    def request(self, tag: str, index: int) -> SignedRequest:
+        from emulators.quo import call_event_body
+
+        body = call_event_body(event_id=f"EVbench{tag}{index}")
+        if index % 2 == 0:
+            return SignedRequest(self._sender.standard_headers(body), body)
+        return SignedRequest(self._sender.legacy_headers(body), body)
+
+
+LOADS: dict[str, type[WebhookLoad]] = {load.provider: load for load in (TelnyxLoad, QuoLoad)}
