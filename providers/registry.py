@@ -13,10 +13,17 @@ import httpx
 from config.settings import Settings, env_name
 from providers.base import Account, Provider
 from providers.telnyx import TelnyxProvider
+from providers.twilio import TwilioProvider
 
 __all__ = ["DEFAULT_ACCOUNT", "PROVIDERS", "Accounts", "UnknownAccount"]
 
-PROVIDERS: Mapping[str, type[Provider]] = {cls.name: cls for cls in (TelnyxProvider,)}
+PROVIDERS: Mapping[str, type[Provider]] = {
+    cls.name: cls
+    for cls in (
+        TelnyxProvider,
+        TwilioProvider,
+    )
+}
 DEFAULT_ACCOUNT = "default"
 
 
