@@ -33,6 +33,7 @@ from providers.errors import (
 )
 from providers.http import new_http_client
 from providers.signing import twilio_signature
+from providers.telnyx import TelnyxProvider
 from providers.twilio import TwilioProvider
 from tests.providers.contract import ProviderWebhookContract
 from workers.download import open_audio
@@ -495,3 +496,35 @@ def test_resolve_lists_a_calls_recordings(emulator: TwilioEmulator) -> None:
     emulator.add_recording()
     refs = live(emulator).resolve({"call_sid": "CA" + "1" * 32})
     assert {r.recording_id for r in refs} == {a.sid, b.sid}
+
+
+# -- Telnyx TeXML: the same form, on the Telnyx provider --------------------------------------
+
+
+def texml(body: bytes) -> tuple[TelnyxProvider, WebhookRequest]:
+    from tests.providers.test_telnyx import SIGNER as TELNYX_SIGNER
+    from tests.providers.test_telnyx import provider as telnyx_provider
+
+    headers = Headers(TELNYX_SIGNER.headers(body))
+    signed = WebhookRequest(body, headers, "application/x-www-form-urlencoded", URL, time.time())
+    return telnyx_provider(), signed
+
+
+def test_texml_callback_is_verified_with_the_telnyx_key_and_parsed() -> None:
+    body = (PAYLOADS.parent / "telnyx" / "texml.recording.completed.form").read_bytes()
+    telnyx, signed = texml(body)
+    telnyx.verify(signed)
+    telnyx.check_content_type(signed)
+    event = telnyx.parse(signed)
+    assert event.delivery_id == "texml:10cd86ac-5a0e-4a1e-9d38-0a7b1b7c8f21:completed"
+    (ref,) = event.recordings
+    assert ref.call_id == "v3:aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+    assert ref.hints["channels"] == "2" and "http" not in str(ref.hints)
+
+
+def test_texml_absent_callback_ends_failed_without_an_api_call() -> None:
+    body = (PAYLOADS.parent / "telnyx" / "texml.recording.completed.form").read_bytes()
+    telnyx, signed = texml(body.replace(b"=completed", b"=absent") + b"&ErrorCode=16101")
+    (ref,) = telnyx.parse(signed).recordings
+    with pytest.raises(PermanentFailure, match=r"Telnyx reported the recording absent"):
+        telnyx.fetch_recording(ref.recording_id or "", ref.hints)
