@@ -33,23 +33,20 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
 from emulators.audio import AudioSource
+from emulators.faults import Fault, FaultQueue
 from emulators.media import MIME_TYPES, MP3_PREFIX, audio_response, wav_prefix
 from emulators.server import LoopbackServer
 from providers.signing import twilio_signature
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 __all__ = [
     "EmulatedRecording",
@@ -181,15 +178,11 @@ class EmulatedRecording:
         }
 
 
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    opts: dict[str, Any]
+class TwilioEmulator(LoopbackServer):
+    """Twilio's Recordings API and media on one loopback port (thread-safe).
 
-
-class TwilioEmulator:
-    """Twilio's Recordings API and media on one loopback port (a WSGI app; thread-safe)."""
+    A :class:`LoopbackServer` of its own WSGI app: ``start()``/``stop()`` or ``with``.
+    """
 
     def __init__(
         self,
@@ -198,43 +191,33 @@ class TwilioEmulator:
         *,
         port: int = 0,
     ) -> None:
+        super().__init__(Request.application(self._handle), port)
         self.account_sid = account_sid or new_sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
         self._lock = threading.Lock()
         self._recordings: dict[str, EmulatedRecording] = {}
-        self._faults: dict[str, list[_Fault]] = {"api": [], "media": []}
+        self._faults = FaultQueue(FAULT_KINDS)
         self._requests: list[TwilioRequest] = []
         self._clock = itertools.count()
-        self._server = LoopbackServer(self, port)
-
-    # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> Self:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
         """The API base (``CALLREC_TWILIO_API_BASE``), ``http://127.0.0.1:PORT``."""
-        return self._server.url
+        return self.url
 
     @property
     def audio_host(self) -> str:
         """``127.0.0.1:PORT`` (``CALLREC_TWILIO_AUDIO_HOSTS``)."""
-        return f"127.0.0.1:{self._server.port}"
+        return f"127.0.0.1:{self.port}"
+
+    def settings_env(self) -> dict[str, str]:
+        """The ``CALLREC_TWILIO_*`` settings that point callrec at this emulator."""
+        return {
+            "CALLREC_TWILIO_ACCOUNT_SID": self.account_sid,
+            "CALLREC_TWILIO_AUTH_TOKEN": self.auth_token,
+            "CALLREC_TWILIO_API_BASE": self.base_url,
+            "CALLREC_TWILIO_AUDIO_HOSTS": self.audio_host,
+        }
 
     # -- recordings ---------------------------------------------------------------------------
     def add_recording(
@@ -285,31 +268,14 @@ class TwilioEmulator:
     def inject(self, target: FaultTarget, kind: FaultKind, times: int = 1, **opts: Any) -> None:
         """Answer the next ``times`` requests to ``target`` with ``kind``: ``"429"``
         (``retry_after=1``), ``"500"``, ``"503"``, or for media ``"redirect"`` (``location``)."""
-        if kind not in FAULT_KINDS.get(target, set()):
-            raise ValueError(f"fault {kind!r} does not apply to {target!r}")
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        with self._lock:
-            self._faults[target].append(_Fault(kind, times, dict(opts)))
+        self._faults.add(target, kind, times, **opts)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            for queue in self._faults.values():
-                queue.clear()
-
-    def _take_fault(self, target: str) -> _Fault | None:
-        with self._lock:
-            queue = self._faults[target]
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                queue.pop(0)
-            return fault
+        self._faults.clear()
 
     @property
     def requests(self) -> list[TwilioRequest]:
+        """The requests answered so far, oldest first (path without query string)."""
         with self._lock:
             return list(self._requests)
 
@@ -318,22 +284,17 @@ class TwilioEmulator:
             self._requests.clear()
 
     # -- WSGI ---------------------------------------------------------------------------------
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        arrived = time.monotonic()
-        request = Request(environ)
-        authorized = self._authorized(request)
+    def _handle(self, request: Request) -> Response:
+        entry = TwilioRequest(time.monotonic(), request.method, request.path, 500, False)
+        entry = entry._replace(authorized=self._authorized(request))
+        response = self._error(500)
         try:
-            response = self._dispatch(request, authorized)
-        except Exception:
-            logger.exception("twilio emulator failed on %s %s", request.method, request.path)
-            response = self._error(500)
+            response = self._dispatch(request, entry.authorized)
+        except Exception:  # an emulator bug must still answer (a 500), and be visible
+            logger.exception("twilio emulator failed on %s %s", entry.method, entry.path)
         with self._lock:
-            self._requests.append(
-                TwilioRequest(
-                    arrived, request.method, request.path, response.status_code, authorized
-                )
-            )
-        return response(environ, start_response)
+            self._requests.append(entry._replace(status=response.status_code))
+        return response
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -346,7 +307,7 @@ class TwilioEmulator:
             error_body(status, path, **kwargs), status=status, content_type="application/json"
         )
 
-    def _fault_response(self, fault: _Fault, request: Request) -> Response | None:
+    def _fault_response(self, fault: Fault, request: Request) -> Response | None:
         if fault.kind == "redirect":
             default = request.url.replace("127.0.0.1", "localhost", 1)
             return Response(
@@ -362,7 +323,7 @@ class TwilioEmulator:
         if match is None:
             return self._error(404, request.path)
         is_media = match.group("sid") is not None and match.group("ext") != ".json"
-        fault = self._take_fault("media" if is_media else "api")
+        fault = self._faults.take("media" if is_media else "api")
         if fault is not None:
             faulty = self._fault_response(fault, request)
             if faulty is not None:
@@ -524,10 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     emulator = TwilioEmulator(port=args.port).start()
     for _ in range(args.recordings):
         emulator.add_recording()
-    print(f"CALLREC_TWILIO_API_BASE={emulator.base_url}")
-    print(f"CALLREC_TWILIO_ACCOUNT_SID={emulator.account_sid}")
-    print(f"CALLREC_TWILIO_AUTH_TOKEN={emulator.auth_token}")
-    print(f"CALLREC_TWILIO_AUDIO_HOSTS={emulator.audio_host}")
+    for name, value in emulator.settings_env().items():
+        print(f"{name}={value}")
     try:
         while True:
             time.sleep(3600)

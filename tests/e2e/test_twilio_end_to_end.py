@@ -7,8 +7,8 @@ terminating proxy. Twilio signs ``https://calls.example.com/webhooks/twilio``; t
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -109,10 +109,7 @@ def twilio(
             stack = start_stack(
                 tmp,
                 **_server_env("postgres-rabbitmq-s3", request, database),
-                CALLREC_TWILIO_ACCOUNT_SID=emulator.account_sid,
-                CALLREC_TWILIO_AUTH_TOKEN=emulator.auth_token,
-                CALLREC_TWILIO_API_BASE=emulator.base_url,
-                CALLREC_TWILIO_AUDIO_HOSTS=emulator.audio_host,
+                **emulator.settings_env(),
                 CALLREC_TRUST_PROXY_HOPS="1",
             )
             proxy = TlsTerminatingProxy(stack.web_url)
@@ -163,19 +160,8 @@ def test_signature_for_the_internal_url_is_refused(twilio: TwilioStack) -> None:
 
 def test_duplicate_callbacks_store_one_object(twilio: TwilioStack) -> None:
     rec = twilio.emulator.add_recording(size=100_000)
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def send() -> None:
-        status = twilio.callback(rec).status_code
-        with lock:
-            statuses.append(status)
-
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    with ThreadPoolExecutor(6) as pool:  # six deliveries at once
+        statuses = list(pool.map(lambda _: twilio.callback(rec).status_code, range(6)))
     statuses += [twilio.callback(rec).status_code for _ in range(2)]
     assert statuses == [200] * 8
     row = twilio.stack.wait_final(rec.sid)
