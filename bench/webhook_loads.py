@@ -9,6 +9,7 @@ provider adds one class here and one entry in :data:`LOADS`.
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -89,4 +90,43 @@ class QuoLoad(WebhookLoad):
         return SignedRequest(self._sender.legacy_headers(body), body)
 
 
-LOADS: dict[str, type[WebhookLoad]] = {load.provider: load for load in (TelnyxLoad, QuoLoad)}
+class TwilioLoad(WebhookLoad):
+    """Recording status callbacks (form-encoded), signed for ``PUBLIC_BASE_URL`` + the route."""
+
+    provider = "twilio"
+    account_sid = "AC" + "0b" * 16
+    auth_token = "bench-twilio-auth-token"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CALLREC_TWILIO_ACCOUNT_SID": self.account_sid,
+            "CALLREC_TWILIO_AUTH_TOKEN": self.auth_token,
+        }
+
+    def request(self, tag: str, index: int) -> SignedRequest:
+        from datetime import UTC, datetime
+
+        from emulators.twilio import EmulatedRecording, TwilioCallbackSigner, callback_params
+
+        now = datetime.now(UTC)
+        digest = hashlib.sha256(f"{tag}/{index}".encode()).hexdigest()
+        recording = EmulatedRecording(
+            sid="RE" + digest[:32],
+            account_sid=self.account_sid,
+            call_sid="CA" + digest[32:],
+            status="completed",
+            channels=2,
+            duration=42,
+            start_time=now,
+            date_created=now,
+            seed="bench",
+            size=1,
+        )
+        url = PUBLIC_BASE_URL + self.route
+        body, headers = TwilioCallbackSigner(self.auth_token).sign(url, callback_params(recording))
+        return SignedRequest(headers, body)
+
+
+LOADS: dict[str, type[WebhookLoad]] = {
+    load.provider: load for load in (TelnyxLoad, QuoLoad, TwilioLoad)
+}

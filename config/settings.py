@@ -189,6 +189,12 @@ class Settings:
         "",
         "Public base URL (`scheme://host[:port]`) providers call; route paths are appended.",
     )
+    trust_proxy_hops: int = setting(
+        _int(0, 10),
+        "0",
+        "Reverse proxies in front of `web` whose `X-Forwarded-For/Proto/Host/Port` are trusted "
+        "(werkzeug ProxyFix) to rebuild the public URL Twilio signs; 0 ignores those headers.",
+    )
     max_body_bytes: int = setting(
         _int(1024), str(256 * 1024), "Largest webhook body accepted; larger gets 413."
     )
@@ -284,6 +290,26 @@ class Settings:
         _host_list,
         "storage.googleapis.com,*.storage.googleapis.com",
         "Hosts Quo audio may come from: `host`, `host:port` or `*.suffix`, comma-separated.",
+    )
+    twilio_account_sid: str | None = setting(
+        _optional_str, "", "Twilio Account SID (`AC…`): API path and HTTP Basic user."
+    )
+    twilio_auth_token: str | None = setting(
+        _optional_str,
+        "",
+        "Twilio auth token: verifies `X-Twilio-Signature`; HTTP Basic password.",
+        secret=True,
+    )
+    twilio_api_base: str = setting(_http_base, "https://api.twilio.com", "Twilio API base URL.")
+    twilio_audio_hosts: tuple[str, ...] = setting(
+        _host_list,
+        "*.twilio.com",
+        "Hosts Twilio audio may come from (the media URL is on the API host), as for Telnyx.",
+    )
+    twilio_format: str = setting(
+        _choice("wav", "mp3"),
+        "wav",
+        "Audio format captured from Twilio; encrypted recordings are always captured as wav.",
     )
 
     @property

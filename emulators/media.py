@@ -27,7 +27,14 @@ from werkzeug.wrappers import Request, Response
 from emulators.audio import AudioSource
 from emulators.base import Fault
 
-__all__ = ["MediaFile", "PresignedMedia", "iso_ms", "stream_range", "xml_error"]
+__all__ = [
+    "MediaFile",
+    "PresignedMedia",
+    "iso_ms",
+    "ranged_response",
+    "stream_range",
+    "xml_error",
+]
 
 STREAM_CHUNK = 256 * 1024  # fewer socket writes: ~450 MB/s on loopback vs ~380 at 64 KiB
 _MEDIA_RE = re.compile(r"/media/([^/]+)\.(\w+)")
@@ -144,7 +151,7 @@ class PresignedMedia:
         media = find(match.group(1), match.group(2))
         if media is None:
             return xml_error(404, "NoSuchKey", "The specified key does not exist.")
-        return _ranged(request, media, truncate_after, stream)
+        return ranged_response(request, media, truncate_after, stream)
 
 
 def expired(request: Request, expired_at: float) -> Response:
@@ -173,9 +180,15 @@ def _fault_error(fault: Fault) -> Response:
     return xml_error(503, "ServiceUnavailable", "Please reduce your request rate.")
 
 
-def _ranged(
-    request: Request, media: MediaFile, truncate_after: int | None, stream: StreamFn
+def ranged_response(
+    request: Request,
+    media: MediaFile,
+    truncate_after: int | None = None,
+    stream: StreamFn = stream_range,
 ) -> Response:
+    """The media's body: 200, or 206 for one satisfiable ``Range`` (416 otherwise), always with
+    ``Content-Length`` and ``Accept-Ranges``; ``truncate_after`` cuts the body short (a fault).
+    """
     source = media.source
     size = source.size
     start, end, status = 0, size, 200

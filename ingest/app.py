@@ -10,6 +10,7 @@ from celery import Celery
 from flask import Flask, jsonify
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings
 from ingest.health import health
@@ -49,6 +50,14 @@ def create_app(settings: Settings) -> Flask:
         accounts=Accounts(settings, new_http_client(settings.http_timeout_seconds)),
         celery=celery,
     )
+    if settings.trust_proxy_hops:
+        # Twilio signs the public URL: behind N trusted proxies, take scheme, host, port (and
+        # the client address) from their X-Forwarded-* headers. Off by default: a client could
+        # otherwise choose the URL a signature is checked against.
+        hops = settings.trust_proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     app.register_blueprint(webhooks)
     app.register_blueprint(health)
 

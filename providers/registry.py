@@ -14,10 +14,18 @@ from config.settings import Settings, env_name
 from providers.base import Account, Provider
 from providers.quo import QuoProvider
 from providers.telnyx import TelnyxProvider
+from providers.twilio import TwilioProvider
 
 __all__ = ["DEFAULT_ACCOUNT", "PROVIDERS", "Accounts", "UnknownAccount"]
 
-PROVIDERS: Mapping[str, type[Provider]] = {cls.name: cls for cls in (TelnyxProvider, QuoProvider)}
+PROVIDERS: Mapping[str, type[Provider]] = {
+    cls.name: cls
+    for cls in (
+        TelnyxProvider,
+        QuoProvider,
+        TwilioProvider,
+    )
+}
 DEFAULT_ACCOUNT = "default"
 
 

@@ -1,4 +1,5 @@
-"""Signature helpers shared by providers: timestamp windows, base64, Ed25519, HMAC-SHA256.
+"""Signature helpers shared by providers: timestamp windows, base64, Ed25519, HMAC-SHA256, and
+Twilio's HMAC-SHA1.
 
 All fail closed.
 """
@@ -9,6 +10,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 from providers.errors import ConfigurationMissing, SignatureInvalid
 
@@ -18,8 +21,11 @@ __all__ = [
     "decode_b64",
     "load_b64_key",
     "load_ed25519_key",
+    "twilio_signature",
+    "twilio_url_variants",
     "verify_ed25519",
     "verify_hmac_sha256",
+    "verify_twilio_signature",
 ]
 
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -105,4 +111,53 @@ def verify_hmac_sha256(key: bytes, message: bytes, signature: bytes) -> None:
     """``SignatureInvalid`` unless ``signature`` is HMAC-SHA256(key, message); constant time."""
     expected = hmac.new(key, message, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, signature):
+        raise SignatureInvalid(SIGNATURE_REASON)
+
+
+def twilio_signature(token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """``X-Twilio-Signature``: base64 HMAC-SHA1 keyed with the auth token over the full URL,
+    then every POST parameter as name+value, names sorted and, for a repeated name, its distinct
+    values sorted (twilio-python ``RequestValidator.compute_signature``)."""
+    values: dict[str, set[str]] = {}
+    for name, value in params:
+        values.setdefault(name, set()).add(value)
+    message = url + "".join(
+        name + value for name in sorted(values) for value in sorted(values[name])
+    )
+    digest = hmac.new(token.encode(), message.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def twilio_url_variants(url: str) -> tuple[str, ...]:
+    """The URL with its port (the scheme's default added when absent) and without any port.
+
+    Twilio computes the signature with or without the port depending on the product ("sig
+    generation on back end is inconsistent", twilio-python ``RequestValidator.validate``). The
+    host is kept as written (not lower-cased): it is part of the signed text.
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: nothing can match
+        raise SignatureInvalid(SIGNATURE_REASON) from None
+    if port:
+        bare = parts.netloc[: parts.netloc.rindex(":")]
+        return (urlunsplit(parts), urlunsplit(parts._replace(netloc=bare)))
+    default = 443 if parts.scheme == "https" else 80
+    return (urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}")), urlunsplit(parts))
+
+
+def verify_twilio_signature(
+    token: str, url: str, params: Iterable[tuple[str, str]], signature: str | None
+) -> None:
+    """Accept ``signature`` for ``url`` with or without its port; constant-time compare."""
+    if not signature:
+        raise SignatureInvalid(SIGNATURE_REASON)
+    pairs = list(params)
+    given = signature.strip().encode()
+    matched = False
+    for candidate in twilio_url_variants(url):
+        expected = twilio_signature(token, candidate, pairs).encode()
+        matched |= hmac.compare_digest(expected, given)  # no early exit: same work either way
+    if not matched:
         raise SignatureInvalid(SIGNATURE_REASON)

@@ -5,6 +5,13 @@ Signature: https://developers.telnyx.com/docs/development/sdk/python/webhooks �
 ``lib/webhook_verification.py``). The SDK's generated ``unwrap()`` checks Standard Webhooks HMAC
 instead and rejects real Telnyx events, so we verify ourselves.
 
+TeXML applications post Twilio-shaped form callbacks instead (providers.md §1.1c), signed with
+the same Ed25519 headers over the raw form body (§7: telnyx-php#96 verified them, then failed
+to JSON-decode them). They are read here, on ``/webhooks/telnyx``, not on the Twilio route: the
+key, the API and the recording ids are Telnyx's, and one ledger identity (provider ``telnyx``)
+keeps a TeXML recording from being stored twice when the Telnyx list API also returns it.
+``RecordingSid`` is taken as the ``/recordings/{id}`` id (UNCONFIRMED in the notes).
+
 Payloads vary: ``data.payload.recording_id`` is present in live events but absent from the SDK
 model; without it the worker looks the recording up by ``call_session_id``. Redeliveries carry a
 new timestamp and ``meta.attempt``, so deliveries are deduplicated on ``data.id``.
@@ -35,6 +42,12 @@ from providers.base import (
 )
 from providers.errors import NotReadyYet, PayloadInvalid, RetryLater
 from providers.json_body import parse_json_body
+from providers.recording_callback import (
+    FORM_CONTENT_TYPE,
+    callback_event,
+    decode_form,
+    raise_reported_failure,
+)
 from providers.signing import check_timestamp, decode_b64, load_ed25519_key, verify_ed25519
 
 __all__ = ["TelnyxProvider"]
@@ -47,7 +60,7 @@ MAX_PAGES = 10_000  # a bound on every pagination loop; 2.5 M recordings per win
 
 class TelnyxProvider(Provider):
     name = "telnyx"
-    webhook_content_types = frozenset({"application/json"})
+    webhook_content_types = frozenset({"application/json", FORM_CONTENT_TYPE})
     credential_fields = ("api_key", "public_key")
     option_fields = ("format",)
 
@@ -67,6 +80,8 @@ class TelnyxProvider(Provider):
         return self._verify_key
 
     def parse(self, request: WebhookRequest) -> WebhookEvent:
+        if request.content_type == FORM_CONTENT_TYPE:  # a TeXML recording status callback
+            return callback_event(decode_form(request.body), delivery_prefix="texml:")
         document = require_mapping(parse_json_body(request.body), "body")
         data = require_mapping(document.get("data"), "data")
         event_type = optional_str(data.get("event_type"), "data.event_type")
@@ -107,6 +122,7 @@ class TelnyxProvider(Provider):
         }
 
     def fetch_recording(self, recording_id: str, hints: Mapping[str, Any]) -> Download:
+        raise_reported_failure(hints, "Telnyx")  # a TeXML ``absent`` callback
         body = self.api(self._api_headers()).get_json(f"/recordings/{quote(recording_id, safe='')}")
         item = _unwrap(body)
         if item is None:

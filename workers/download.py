@@ -72,7 +72,7 @@ def open_audio(
     http: httpx.Client, download: Download, allowed_hosts: tuple[str, ...], max_bytes: int
 ) -> Iterator[HashingStream]:
     """Open the audio URL (following at most 3 checked redirects) and yield its stream."""
-    url = check_audio_url(download.url, allowed_hosts)
+    url = origin = check_audio_url(download.url, allowed_hosts)
     auth = httpx.BasicAuth(*download.auth) if download.auth else None
     for _hop in range(MAX_REDIRECTS + 1):
         request = http.build_request("GET", url, headers={"accept-encoding": "identity"})
@@ -85,7 +85,8 @@ def open_audio(
         try:
             if response.is_redirect and "location" in response.headers:
                 url = check_audio_url(str(url.join(response.headers["location"])), allowed_hosts)
-                auth = None  # credentials never follow a redirect to another host
+                if not _same_origin_or_upgrade(origin, url):
+                    auth = None  # credentials never follow a redirect to another host
                 continue
             _raise_for_status(response)
             yield HashingStream(response, max_bytes)
@@ -93,6 +94,17 @@ def open_audio(
         finally:
             response.close()
     raise PermanentFailure(f"audio URL redirected more than {MAX_REDIRECTS} times")
+
+
+def _same_origin_or_upgrade(origin: httpx.URL, target: httpx.URL) -> bool:
+    """Whether credentials sent to ``origin`` may go to ``target``: the same host and port, or
+    the same host moved from http to https (Twilio redirects http media URLs to https,
+    providers.md §5.4). Never another host, never a downgrade to http."""
+    if target.host != origin.host:
+        return False
+    if target.scheme == origin.scheme:
+        return target.port == origin.port
+    return (origin.scheme, target.scheme) == ("http", "https")
 
 
 def _raise_for_status(response: httpx.Response) -> None:
