@@ -26,8 +26,7 @@ from emulators.twilio import (
     callback_params,
 )
 from storage import recording_key
-from tests.e2e.stack import Stack, start_stack
-from tests.e2e.test_telnyx_end_to_end import _server_env
+from tests.e2e.stack import Stack, server_env, start_stack
 from tests.fixtures.servers import fresh_postgres_database
 
 if TYPE_CHECKING:
@@ -108,7 +107,7 @@ def twilio(
         with TwilioEmulator() as emulator:
             stack = start_stack(
                 tmp,
-                **_server_env("postgres-rabbitmq-s3", request, database),
+                **server_env("postgres-rabbitmq-s3", request, database),
                 **emulator.settings_env(),
                 CALLREC_TRUST_PROXY_HOPS="1",
             )
