@@ -12,11 +12,11 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
-__all__ = ["ManagedProcess", "sandbox_env", "wait_until"]
+__all__ = ["ManagedProcess", "fresh_postgres_database", "sandbox_env", "wait_until"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,25 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(admin_url: str, prefix: str = "callrec_t_") -> Iterator[str]:
+    """Create an empty database through ``admin_url``, yield its URL, drop it afterwards."""
+    from sqlalchemy import create_engine
+
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{admin_url.rpartition('/')[0]}/{name}"
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
 
 
 class ManagedProcess:

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ledger import Delivery, Recording, make_engine, migrate
+from ledger import Delivery, Recording
 from ledger.accept import AcceptResult
 from ledger.group_commit import GroupCommitter
 from providers.base import RecordingRef, WebhookEvent
 
 JOIN_TIMEOUT_S = 20
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.sqlite"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def saved(delivery: str, recording: str, **hints: Any) -> WebhookEvent:

@@ -4,12 +4,10 @@ transitions only by the claim holder, and the sweeper's selection rules."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import (
@@ -19,10 +17,8 @@ from ledger import (
     accept_refs,
     claim,
     finish,
-    make_engine,
     make_session_factory,
     mark_enqueued,
-    migrate,
     release_for_retry,
     rows_to_publish,
 )
@@ -33,16 +29,9 @@ LEASE = timedelta(seconds=60)
 GRACE = timedelta(seconds=10)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/ledger.sqlite"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrate(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
 
 
 def event(delivery: str, *recording_ids: str) -> WebhookEvent:
