@@ -18,9 +18,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Self
 
 from werkzeug.wrappers import Request, Response
 
@@ -56,12 +57,14 @@ def json_response(body: Any, status: int, headers: dict[str, str] | None = None)
 
 
 class RequestRecord(NamedTuple):
-    """One request the emulator answered: arrival ``time.monotonic()``, method, path, status."""
+    """One request the emulator answered: arrival ``time.monotonic()``, method, path, status,
+    and whether it carried the emulator's credentials (None: the emulator does not say)."""
 
     at: float
     method: str
     path: str
     status: int
+    authorized: bool | None = None
 
 
 @dataclass
@@ -74,11 +77,18 @@ class Fault:
 
 
 class Emulator(abc.ABC):
-    """Base of the provider emulators. All public methods are thread-safe; ``port=0`` is free."""
+    """Base of the provider emulators. All public methods are thread-safe; ``port=0`` is free.
+
+    ``fault_kinds`` (target → kinds) and ``fault_options`` (kind → option names) say which
+    faults :meth:`inject` takes; a provider whose media behaves differently overrides them.
+    """
+
+    fault_kinds: ClassVar[Mapping[str, frozenset[str]]] = _FAULT_KINDS
+    fault_options: ClassVar[Mapping[str, frozenset[str]]] = _FAULT_OPTS
 
     def __init__(self, port: int = 0) -> None:
         self._lock = threading.Lock()
-        self._faults: dict[str, list[Fault]] = {target: [] for target in _FAULT_KINDS}
+        self._faults: dict[str, list[Fault]] = {target: [] for target in self.fault_kinds}
         self._requests: list[RequestRecord] = []
         self._server = LoopbackServer(self, port)
 
@@ -121,13 +131,13 @@ class Emulator(abc.ABC):
 
     # -- faults and observations --------------------------------------------------------------
 
-    def inject(self, target: FaultTarget, kind: FaultKind, times: int = 1, **opts: Any) -> None:
+    def inject(self, target: str, kind: str, times: int = 1, **opts: Any) -> None:
         """Queue a fault for the next ``times`` requests to ``target`` (see the module doc)."""
-        if target not in _FAULT_KINDS:
+        if target not in self.fault_kinds:
             raise ValueError(f"unknown fault target {target!r}")
-        if kind not in _FAULT_KINDS[target]:
+        if kind not in self.fault_kinds[target]:
             raise ValueError(f"fault {kind!r} does not apply to {target!r}")
-        unknown = set(opts) - _FAULT_OPTS.get(kind, frozenset())
+        unknown = set(opts) - self.fault_options.get(kind, frozenset())
         if unknown:
             raise TypeError(f"unknown options for fault {kind!r}: {sorted(unknown)}")
         if times < 1:
@@ -179,6 +189,10 @@ class Emulator(abc.ABC):
     def crash_response(self) -> Response:
         """The provider's 500 body, for a bug in the emulator itself."""
 
+    def is_authorized(self, request: Request) -> bool | None:
+        """Whether ``request`` carries this emulator's credentials, for the request log."""
+        return None
+
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         arrived = time.monotonic()
         request = Request(environ)
@@ -191,6 +205,12 @@ class Emulator(abc.ABC):
             response = self.crash_response()
         with self._lock:
             self._requests.append(
-                RequestRecord(arrived, request.method, request.path, response.status_code)
+                RequestRecord(
+                    arrived,
+                    request.method,
+                    request.path,
+                    response.status_code,
+                    self.is_authorized(request),
+                )
             )
         return response(environ, start_response)

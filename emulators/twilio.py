@@ -31,38 +31,37 @@ import json
 import logging
 import re
 import secrets
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any
 from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
 from emulators.audio import MP3_PREFIX, AudioSource, wav_header
-from emulators.faults import Fault, FaultQueue
+from emulators.base import Emulator, Fault, json_response
 from emulators.media import MediaFile, ranged_response
-from emulators.server import LoopbackServer
 from providers.signing import twilio_signature
 
 __all__ = [
     "EmulatedRecording",
     "TwilioCallbackSigner",
     "TwilioEmulator",
-    "TwilioRequest",
     "callback_params",
     "new_sid",
 ]
 
 logger = logging.getLogger(__name__)
 
-FaultTarget = Literal["api", "media"]
-FaultKind = Literal["429", "500", "503", "redirect"]
 MIME_TYPES = {"mp3": "audio/mpeg", "wav": "audio/x-wav"}
-FAULT_KINDS = {"api": {"429", "500", "503"}, "media": {"429", "500", "503", "redirect"}}
+FAULT_KINDS = {
+    "api": frozenset({"429", "500", "503"}),
+    "media": frozenset({"429", "500", "503", "redirect"}),
+}
+FAULT_OPTIONS = {"429": frozenset({"retry_after"}), "redirect": frozenset({"location"})}
 _PATH = re.compile(
     r"/2010-04-01/Accounts/(?P<account>AC[0-9a-f]{32})/Recordings"
     r"(?:/(?P<sid>RE[0-9a-f]{32})(?P<ext>\.json|\.wav|\.mp3)?|(?P<list>\.json))"
@@ -96,17 +95,6 @@ def error_body(status: int, path: str = "", code: int | None = None, message: st
         "status": status,
     }
     return json.dumps(body).encode()
-
-
-class TwilioRequest(NamedTuple):
-    """One request answered: arrival ``time.monotonic()``, method, path, status, and whether
-    it carried this emulator's Basic credentials."""
-
-    at: float
-    method: str
-    path: str
-    status: int
-    authorized: bool
 
 
 @dataclass
@@ -179,11 +167,12 @@ class EmulatedRecording:
         }
 
 
-class TwilioEmulator(LoopbackServer):
-    """Twilio's Recordings API and media on one loopback port (thread-safe).
+class TwilioEmulator(Emulator):
+    """Twilio's Recordings API and media on one loopback port (thread-safe): ``start()`` /
+    ``stop()`` or ``with``. Fault targets are ``api`` and ``media`` (see the module doc)."""
 
-    A :class:`LoopbackServer` of its own WSGI app: ``start()``/``stop()`` or ``with``.
-    """
+    fault_kinds = FAULT_KINDS
+    fault_options = FAULT_OPTIONS
 
     def __init__(
         self,
@@ -192,24 +181,16 @@ class TwilioEmulator(LoopbackServer):
         *,
         port: int = 0,
     ) -> None:
-        super().__init__(Request.application(self._handle), port)
+        super().__init__(port)
         self.account_sid = account_sid or new_sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
-        self._lock = threading.Lock()
         self._recordings: dict[str, EmulatedRecording] = {}
-        self._faults = FaultQueue(FAULT_KINDS)
-        self._requests: list[TwilioRequest] = []
         self._clock = itertools.count()
 
     @property
     def base_url(self) -> str:
         """The API base (``CALLREC_TWILIO_API_BASE``), ``http://127.0.0.1:PORT``."""
         return self.url
-
-    @property
-    def audio_host(self) -> str:
-        """``127.0.0.1:PORT`` (``CALLREC_TWILIO_AUDIO_HOSTS``)."""
-        return f"127.0.0.1:{self.port}"
 
     def settings_env(self) -> dict[str, str]:
         """The ``CALLREC_TWILIO_*`` settings that point callrec at this emulator."""
@@ -265,39 +246,11 @@ class TwilioEmulator(LoopbackServer):
         with self._lock:
             self._recordings.pop(sid, None)
 
-    # -- faults and observations --------------------------------------------------------------
-    def inject(self, target: FaultTarget, kind: FaultKind, times: int = 1, **opts: Any) -> None:
-        """Answer the next ``times`` requests to ``target`` with ``kind``: ``"429"``
-        (``retry_after=1``), ``"500"``, ``"503"``, or for media ``"redirect"`` (``location``)."""
-        self._faults.add(target, kind, times, **opts)
-
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
-    @property
-    def requests(self) -> list[TwilioRequest]:
-        """The requests answered so far, oldest first (path without query string)."""
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
-
     # -- WSGI ---------------------------------------------------------------------------------
-    def _handle(self, request: Request) -> Response:
-        entry = TwilioRequest(time.monotonic(), request.method, request.path, 500, False)
-        entry = entry._replace(authorized=self._authorized(request))
-        response = self._error(500)
-        try:
-            response = self._dispatch(request, entry.authorized)
-        except Exception:  # an emulator bug must still answer (a 500), and be visible
-            logger.exception("twilio emulator failed on %s %s", entry.method, entry.path)
-        with self._lock:
-            self._requests.append(entry._replace(status=response.status_code))
-        return response
+    def crash_response(self) -> Response:
+        return self._error(500)
 
-    def _authorized(self, request: Request) -> bool:
+    def is_authorized(self, request: Request) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode())
         return scheme.lower() == "basic" and hmac.compare_digest(encoded.encode(), expected)
@@ -319,17 +272,17 @@ class TwilioEmulator(LoopbackServer):
             response.headers["Retry-After"] = str(fault.opts.get("retry_after", 1))
         return response
 
-    def _dispatch(self, request: Request, authorized: bool) -> Response:
+    def dispatch(self, request: Request) -> Response:
         match = _PATH.fullmatch(request.path)
         if match is None:
             return self._error(404, request.path)
         is_media = match.group("sid") is not None and match.group("ext") != ".json"
-        fault = self._faults.take("media" if is_media else "api")
+        fault = self.take_fault("media" if is_media else "api", request.method)
         if fault is not None:
             faulty = self._fault_response(fault, request)
             if faulty is not None:
                 return faulty
-        if not authorized or match.group("account") != self.account_sid:
+        if not self.is_authorized(request) or match.group("account") != self.account_sid:
             response = self._error(401)
             response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
             return response
@@ -342,7 +295,7 @@ class TwilioEmulator(LoopbackServer):
         if rec is None:
             return self._error(404, request.path)
         if not is_media:
-            return _json(rec.resource(self.base_url))
+            return json_response(rec.resource(self.base_url), 200)
         return self._media(request, rec, (match.group("ext") or ".wav")[1:])
 
     def _media(self, request: Request, rec: EmulatedRecording, fmt: str) -> Response:
@@ -378,7 +331,7 @@ class TwilioEmulator(LoopbackServer):
             return f"{base}?{urlencode(params)}"
 
         more = (page + 1) * page_size < len(recs)
-        return _json(
+        return json_response(
             {
                 "first_page_uri": page_uri(0),
                 "end": page * page_size + max(len(chunk) - 1, 0),
@@ -389,17 +342,14 @@ class TwilioEmulator(LoopbackServer):
                 "start": page * page_size,
                 "next_page_uri": page_uri(page + 1, f"PA{chunk[-1].sid}") if more else None,
                 "page": page,
-            }
+            },
+            200,
         )
 
     def _snapshot(self) -> list[EmulatedRecording]:
         with self._lock:
             recs = list(self._recordings.values())
         return sorted(recs, key=lambda r: (r.date_created, r.sid), reverse=True)
-
-
-def _json(body: Any) -> Response:
-    return Response(json.dumps(body), status=200, content_type="application/json")
 
 
 def _moment(name: str, raw: str, end_of_day: bool) -> datetime:

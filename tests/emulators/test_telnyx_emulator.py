@@ -472,7 +472,7 @@ def test_requests_log_paths_without_query(
     api.get(rec.download_urls()["mp3"])
     api.get("/recordings/missing")
     log = telnyx_emulator.requests
-    assert [(m, p, s) for _, m, p, s in log] == [
+    assert [(r.method, r.path, r.status) for r in log] == [
         ("GET", "/v2/recordings", 200),
         ("GET", f"/media/{rec.id}.mp3", 200),
         ("GET", "/v2/recordings/missing", 404),
