@@ -36,7 +36,7 @@ from emulators.audio import MP3_PREFIX, AudioSource, wav_header
 from emulators.base import Emulator, json_response
 from emulators.media import MediaFile, PresignedMedia
 
-__all__ = ["VoiceGenieEmulator", "VoiceGenieRecording", "envelope_error"]
+__all__ = ["VoiceGenieEmulator", "VoiceGenieRecording", "envelope_error", "minutes_ago"]
 
 CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 DEFAULT_LIMIT = 20
@@ -128,12 +128,14 @@ class VoiceGenieEmulator(Emulator):
         created_at: datetime | None = None,
         reported_size: int | None = None,
     ) -> VoiceGenieRecording:
-        """A recording created at ``created_at`` (default now, to the second)."""
+        """A recording created at ``created_at`` (default now, to the second; naive is UTC)."""
         if format not in CONTENT_TYPES:
             raise ValueError(f"unsupported format {format!r}")
+        created = created_at or datetime.now(UTC)
+        created = created.replace(tzinfo=UTC) if created.tzinfo is None else created
         rec = VoiceGenieRecording(
             call_uuid=call_uuid or f"call-{uuid.uuid4()}",
-            created_at=(created_at or datetime.now(UTC)).replace(microsecond=0),
+            created_at=created.replace(microsecond=0),
             size=size,
             duration=duration,
             format=format,
