@@ -34,7 +34,7 @@ from werkzeug.wrappers import Request, Response
 
 from emulators.audio import MP3_PREFIX, AudioSource, wav_header
 from emulators.base import Emulator, json_response
-from emulators.media import MediaFile, PresignedMedia
+from emulators.media import MediaFile, PresignedMedia, iso_ms
 
 __all__ = ["VoiceGenieEmulator", "VoiceGenieRecording", "envelope_error", "minutes_ago"]
 
@@ -45,10 +45,6 @@ DEFAULT_LIMIT = 20
 def envelope_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """An error in the seed's envelope: ``{"success": false, "message": …, "data": null}``."""
     return json_response({"success": False, "message": message, "data": None}, status, headers)
-
-
-def _z(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -85,7 +81,7 @@ class VoiceGenieRecording:
             "campaign_id": self.campaign_id,
             "phone_number": self.phone_number,
             "status": self.status,
-            "created_at": _z(self.created_at),
+            "created_at": iso_ms(self.created_at).replace(".000Z", "Z"),  # whole seconds
         }
 
 

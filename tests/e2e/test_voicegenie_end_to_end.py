@@ -25,10 +25,13 @@ from tests.fixtures.servers import fresh_postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-STACKS = {
-    "embedded": [],
-    "postgres-rabbitmq-s3": [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3],
-}
+STACKS = [
+    pytest.param("embedded"),
+    pytest.param(
+        "postgres-rabbitmq-s3",
+        marks=[pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3],
+    ),
+]
 # Two quick attempts, so a recording that cannot be captured ends `failed` within the test.
 FAST = {
     "CALLREC_MAX_ATTEMPTS": "2",
@@ -52,35 +55,27 @@ class VoiceGenieStack:
     def close(self) -> None:
         self.http.close()
         self.base.close()
-        self.emulator.stop()
 
 
-@pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
+@pytest.fixture(scope="module", params=STACKS)
 def voicegenie(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VoiceGenieStack]:
-    for mark in STACKS[request.param]:
-        request.applymarker(mark)
     tmp = tmp_path_factory.mktemp(f"voicegenie-{request.param}")
     databases = [None] if request.param == "embedded" else fresh_postgres_database()
-    for database in databases:
+    for database in databases:  # a fresh PostgreSQL database, dropped after the module
         server = {} if database is None else server_env(request.param, request, database)
-        emulator = VoiceGenieEmulator().start()
-        try:
-            base = start_stack(
-                tmp,
-                CALLREC_VOICEGENIE_API_KEY=emulator.api_key,
-                CALLREC_VOICEGENIE_API_BASE=emulator.base_url,
-                CALLREC_VOICEGENIE_AUDIO_HOSTS=emulator.audio_host,
-                **FAST,
-                **server,
-            )
-        except BaseException:
-            emulator.stop()
-            raise
-        running = VoiceGenieStack(base, emulator)
-        yield running
-        running.close()
+        with VoiceGenieEmulator() as emulator:
+            settings = {
+                "CALLREC_VOICEGENIE_API_KEY": emulator.api_key,
+                "CALLREC_VOICEGENIE_API_BASE": emulator.base_url,
+                "CALLREC_VOICEGENIE_AUDIO_HOSTS": emulator.audio_host,
+            }
+            running = VoiceGenieStack(start_stack(tmp, **settings, **FAST, **server), emulator)
+            try:
+                yield running
+            finally:
+                running.close()
 
 
 def key_of(rec: VoiceGenieRecording) -> str:
