@@ -311,6 +311,18 @@ class Settings:
         "wav",
         "Audio format captured from Twilio; encrypted recordings are always captured as wav.",
     )
+    voicegenie_api_key: str | None = setting(
+        _optional_str, "", "VoiceGenie API key (sent as `x-api-key`).", secret=True
+    )
+    voicegenie_api_base: str = setting(
+        _http_base, "https://api.voicegenie.com", "VoiceGenie API base URL."
+    )
+    voicegenie_audio_hosts: tuple[str, ...] = setting(
+        _host_list,
+        "*.s3.amazonaws.com",
+        "Hosts VoiceGenie audio may come from (its `recording_url`s are S3 virtual-hosted "
+        "`<bucket>.s3.amazonaws.com`); add regional S3 hosts if the URLs name a region.",
+    )
 
     @property
     def soft_time_limit(self) -> int:

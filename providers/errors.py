@@ -6,7 +6,8 @@
     ├── WebhookRejected            a webhook we refuse; .status is the HTTP status
     │   ├── SignatureInvalid       401: missing/bad signature, stale or future timestamp
     │   ├── PayloadInvalid         400: not JSON/form, or not a shape we know
-    │   └── UnsupportedMediaType   415: a content type the provider never sends
+    │   ├── UnsupportedMediaType   415: a content type the provider never sends
+    │   └── WebhooksNotOffered     404: the provider sends no webhooks (it is polled)
     ├── ConfigurationMissing       a secret or key the operation needs is not configured
     └── CaptureError               fetching a recording failed
         ├── RetryLater             transient (429, 5xx, network, cut stream); .retry_after
@@ -33,6 +34,7 @@ __all__ = [
     "UnsupportedMediaType",
     "UrlExpired",
     "WebhookRejected",
+    "WebhooksNotOffered",
 ]
 
 
@@ -60,6 +62,16 @@ class PayloadInvalid(WebhookRejected):
 
 class UnsupportedMediaType(WebhookRejected):
     status = 415
+
+
+class WebhooksNotOffered(WebhookRejected):
+    """A provider that never sends webhooks (captured by polling its list API).
+
+    404, not 401/400/503: there is no such webhook to verify or parse, and a 503 would invite
+    retries; nothing is written to the ledger.
+    """
+
+    status = 404
 
 
 class ConfigurationMissing(CallrecError):

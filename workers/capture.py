@@ -125,8 +125,8 @@ def _store_audio(
             runtime.storage.write(key, stream.chunks(), content_type=download.content_type)
         except ObjectExists:
             _check_existing(runtime, key, stream.size, stream.sha256)
-        if download.expected_size is not None and stream.size != download.expected_size:
-            raise StreamCut(f"got {stream.size} bytes, the provider said {download.expected_size}")
+        # Download.expected_size was checked by the stream itself (SizeMismatch), before the
+        # storage committed anything: a wrong size never leaves an object under the key.
         return stream.size, stream.sha256, stream.host
 
 

@@ -3,7 +3,10 @@
 ``open_audio`` yields a ``HashingStream`` whose ``chunks()`` feed storage directly, so nothing
 bigger than one chunk is held here. The stream raises instead of ending short: a connection cut
 before Content-Length, a body longer than declared or than the size limit all raise
-``StreamCut`` (retried with a fresh URL), never a silently shorter object.
+``StreamCut`` (retried with a fresh URL), never a silently shorter object. A size the provider
+announced (``Download.expected_size``) that the audio does not have raises ``SizeMismatch``
+from inside the stream, so storage discards the object instead of committing it (checked
+before the body when ``Content-Length`` already disagrees, else after the last byte).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from providers.errors import PermanentFailure, RetryLater, UrlExpired
 from providers.http import retry_after_seconds
 from workers.url_guard import check_audio_url
 
-__all__ = ["HashingStream", "StreamCut", "open_audio"]
+__all__ = ["HashingStream", "SizeMismatch", "StreamCut", "open_audio"]
 
 CHUNK_BYTES = 256 * 1024
 MAX_REDIRECTS = 3
@@ -30,10 +33,23 @@ class StreamCut(RetryLater):
     """The audio stream ended early or broke; a fresh URL and a new download may succeed."""
 
 
-class HashingStream:
-    """The body of one audio response; sha256 and size are final once ``chunks()`` is done."""
+class SizeMismatch(RetryLater):
+    """The audio's size is not the one the provider announced: retried later, then failed.
 
-    def __init__(self, response: httpx.Response, max_bytes: int) -> None:
+    Not a ``StreamCut``: the body arrived whole, so a fresh URL within the same attempt would
+    most likely bring the same bytes; a later attempt may find the provider consistent again.
+    """
+
+
+class HashingStream:
+    """The body of one audio response; sha256 and size are final once ``chunks()`` is done.
+
+    ``announced_size`` is the provider's own size for the recording, when it gives one.
+    """
+
+    def __init__(
+        self, response: httpx.Response, max_bytes: int, announced_size: int | None = None
+    ) -> None:
         self._response = response
         self._max_bytes = max_bytes
         self._hash = hashlib.sha256()
@@ -44,6 +60,10 @@ class HashingStream:
         self.expected_size = int(declared) if declared and declared.isdigit() else None
         if self.expected_size is not None and self.expected_size > max_bytes:
             raise PermanentFailure(f"recording of {self.expected_size} bytes exceeds the limit")
+        self.announced_size = announced_size
+        declared_differs = self._raw and self.expected_size not in (None, announced_size)
+        if announced_size is not None and declared_differs:  # fail before the body is sent
+            raise SizeMismatch(self._mismatch(self.expected_size))
         self.host = response.url.host
 
     @property
@@ -65,6 +85,11 @@ class HashingStream:
             raise StreamCut(f"audio download broke ({type(exc).__name__})") from None
         if self._raw and self.expected_size is not None and self.size != self.expected_size:
             raise StreamCut(f"audio body had {self.size} of {self.expected_size} bytes")
+        if self.announced_size is not None and self.size != self.announced_size:
+            raise SizeMismatch(self._mismatch(self.size))
+
+    def _mismatch(self, size: int | None) -> str:
+        return f"audio has {size} bytes, the provider said {self.announced_size}"
 
 
 @contextlib.contextmanager
@@ -89,7 +114,7 @@ def open_audio(
                     auth = None  # credentials never follow a redirect to another host
                 continue
             _raise_for_status(response)
-            yield HashingStream(response, max_bytes)
+            yield HashingStream(response, max_bytes, download.expected_size)
             return
         finally:
             response.close()

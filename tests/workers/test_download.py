@@ -13,7 +13,7 @@ from emulators.server import LoopbackServer
 from emulators.telnyx import TelnyxEmulator
 from providers.base import Download
 from providers.errors import PermanentFailure, RetryLater, UrlExpired
-from workers.download import StreamCut, open_audio
+from workers.download import SizeMismatch, StreamCut, open_audio
 
 
 @pytest.fixture
@@ -115,3 +115,47 @@ def test_redirect_to_another_host_is_refused(
 def test_redirect_loops_are_bounded(redirector: LoopbackServer, client: httpx.Client) -> None:
     with pytest.raises(PermanentFailure, match="redirected"):
         read_all(client, f"{redirector.url}/loop", (f"127.0.0.1:{redirector.port}",))
+
+
+def test_announced_size_differing_from_content_length_fails_before_the_body(
+    telnyx_emulator: TelnyxEmulator, client: httpx.Client
+) -> None:
+    rec = telnyx_emulator.add_recording(size=5000)
+    download = Download(
+        url=telnyx_emulator.presign(rec.id, "mp3"),
+        format="mp3",
+        content_type="audio/mpeg",
+        expected_size=4999,
+    )
+    with (
+        pytest.raises(SizeMismatch, match="audio has 5000 bytes, the provider said 4999"),
+        open_audio(client, download, (telnyx_emulator.audio_host,), 10**9),
+    ):
+        pytest.fail("the stream must not open")
+
+
+@pytest.mark.parametrize(("announced", "raised"), [(1000, False), (1001, True)])
+def test_announced_size_is_checked_after_the_last_byte_without_content_length(
+    client: httpx.Client, announced: int, raised: bool
+) -> None:
+    @Request.application
+    def app(request: Request) -> Response:
+        return Response(iter([b"y" * 600, b"y" * 400]), direct_passthrough=True)  # no length
+
+    with LoopbackServer(app) as server:
+        download = Download(
+            url=f"{server.url}/a.mp3",
+            format="mp3",
+            content_type="audio/mpeg",
+            expected_size=announced,
+        )
+        with open_audio(client, download, (f"127.0.0.1:{server.port}",), 10**9) as stream:
+            assert stream.expected_size is None
+            chunks = stream.chunks()
+            if raised:
+                with pytest.raises(
+                    SizeMismatch, match="audio has 1000 bytes, the provider said 1001"
+                ):
+                    list(chunks)
+            else:
+                assert sum(map(len, chunks)) == 1000
