@@ -6,7 +6,8 @@
     ├── WebhookRejected            a webhook we refuse; .status is the HTTP status
     │   ├── SignatureInvalid       401: missing/bad signature, stale or future timestamp
     │   ├── PayloadInvalid         400: not JSON/form, or not a shape we know
-    │   └── UnsupportedMediaType   415: a content type the provider never sends
+    │   ├── UnsupportedMediaType   415: a content type the provider never sends
+    │   └── WebhooksNotOffered     404: the provider sends no webhooks (it is polled)
     ├── ConfigurationMissing       a secret or key the operation needs is not configured
     └── CaptureError               fetching a recording failed
         ├── RetryLater             transient (429, 5xx, network, cut stream); .retry_after
@@ -14,6 +15,7 @@
         ├── NothingToCapture       a call-level lookup that is final with no recording
         ├── UrlExpired             the audio URL was refused (403/404/410): get a fresh one
         └── PermanentFailure       retrying cannot help (404 recording, 401 API key, SSRF...)
+            └── CredentialsRefused 401/403 from the API; .status (a token may be renewed once)
 
 Library errors (httpx, botocore) are translated to these at the boundary.
 """
@@ -24,6 +26,7 @@ __all__ = [
     "CallrecError",
     "CaptureError",
     "ConfigurationMissing",
+    "CredentialsRefused",
     "NotReadyYet",
     "NothingToCapture",
     "PayloadInvalid",
@@ -33,6 +36,7 @@ __all__ = [
     "UnsupportedMediaType",
     "UrlExpired",
     "WebhookRejected",
+    "WebhooksNotOffered",
 ]
 
 
@@ -60,6 +64,16 @@ class PayloadInvalid(WebhookRejected):
 
 class UnsupportedMediaType(WebhookRejected):
     status = 415
+
+
+class WebhooksNotOffered(WebhookRejected):
+    """A POST to the route of a provider that never sends webhooks (its recordings are polled).
+
+    404, not 401 or 503: there is no signature to check and no key to configure; nothing can
+    ever be accepted there.
+    """
+
+    status = 404
 
 
 class ConfigurationMissing(CallrecError):
@@ -100,3 +114,12 @@ class UrlExpired(CaptureError):
 
 class PermanentFailure(CaptureError):
     """Retrying cannot help; the ledger row ends ``failed`` with this reason."""
+
+
+class CredentialsRefused(PermanentFailure):
+    """The API answered 401 or 403 (``status``). Permanent for a fixed key; a provider whose
+    access token expires (VOXO) renews the token and retries once on 401."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status

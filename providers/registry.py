@@ -15,6 +15,7 @@ from providers.base import Account, Provider
 from providers.quo import QuoProvider
 from providers.telnyx import TelnyxProvider
 from providers.twilio import TwilioProvider
+from providers.voxo import VoxoProvider
 
 __all__ = ["DEFAULT_ACCOUNT", "PROVIDERS", "Accounts", "UnknownAccount"]
 
@@ -24,6 +25,7 @@ PROVIDERS: Mapping[str, type[Provider]] = {
         TelnyxProvider,
         QuoProvider,
         TwilioProvider,
+        VoxoProvider,
     )
 }
 DEFAULT_ACCOUNT = "default"
