@@ -144,6 +144,13 @@ class VoxoEmulator(Emulator):
         self._not_before = 0.0  # tokens issued before this are revoked
         self._recordings: dict[str, VoxoRecording] = {}
         self._sequence = 0
+        self._windows: list[tuple[str, str]] = []
+
+    @property
+    def report_windows(self) -> list[tuple[str, str]]:
+        """``(start, end)`` of every call-reports request served so far, in order."""
+        with self._lock:
+            return list(self._windows)
 
     @property
     def base_url(self) -> str:
@@ -301,6 +308,7 @@ class VoxoEmulator(Emulator):
             return _json(error_body(400, "Date range cannot exceed 2 days"), 400)
         with self._lock:
             recordings = list(self._recordings.values())
+            self._windows.append((request.args["start"], request.args["end"]))
         rows = [
             rec.row()
             for rec in sorted(recordings, key=lambda r: r.started_at, reverse=True)
