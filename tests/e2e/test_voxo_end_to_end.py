@@ -17,9 +17,8 @@ from ledger import accept_refs
 from providers.http import new_http_client
 from providers.registry import Accounts
 from storage import recording_key
-from tests.e2e.stack import Stack, server_env, start_stack
+from tests.e2e.stack import Stack, each_stack, start_stack_with
 from tests.fixtures.callrec import settings_from
-from tests.fixtures.servers import fresh_postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -53,21 +52,17 @@ class VoxoStack:
 
 def start_voxo_stack(tmp: Path, **overrides: str) -> VoxoStack:
     emulator = VoxoEmulator(url_ttl_seconds=URL_TTL).start()
-    try:
-        base = start_stack(
-            tmp,
-            CALLREC_VOXO_API_BASE=emulator.base_url,
-            CALLREC_VOXO_EMAIL=emulator.email,
-            CALLREC_VOXO_PASSWORD=emulator.password,
-            CALLREC_VOXO_TENANT_ID=str(emulator.tenant_id),
-            CALLREC_VOXO_AUDIO_HOSTS=emulator.audio_host,
-            **FAST_RETRIES,
-            **overrides,
-        )
-    except BaseException:
-        emulator.stop()
-        raise
-    base._closers.append(emulator.stop)
+    base = start_stack_with(
+        emulator,
+        tmp,
+        CALLREC_VOXO_API_BASE=emulator.base_url,
+        CALLREC_VOXO_EMAIL=emulator.email,
+        CALLREC_VOXO_PASSWORD=emulator.password,
+        CALLREC_VOXO_TENANT_ID=str(emulator.tenant_id),
+        CALLREC_VOXO_AUDIO_HOSTS=emulator.audio_host,
+        **FAST_RETRIES,
+        **overrides,
+    )
     http = new_http_client(10)
     base._closers.append(http.close)
     accounts = Accounts(settings_from(base.env), http)
@@ -78,18 +73,13 @@ def start_voxo_stack(tmp: Path, **overrides: str) -> VoxoStack:
 def voxo(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VoxoStack]:
-    for mark in STACKS[request.param]:
-        request.applymarker(mark)
-    tmp = tmp_path_factory.mktemp(f"voxo-{request.param}")
-    if request.param == "embedded":
-        running = start_voxo_stack(tmp)
-        yield running
-        running.base.close()
-        return
-    for database in fresh_postgres_database():
-        running = start_voxo_stack(tmp, **server_env(request.param, request, database))
-        yield running
-        running.base.close()
+    yield from each_stack(
+        request,
+        tmp_path_factory,
+        STACKS,
+        lambda tmp, env: start_voxo_stack(tmp, **env),
+        lambda running: running.base.close(),
+    )
 
 
 @pytest.fixture(autouse=True)
