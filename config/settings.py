@@ -31,6 +31,13 @@ def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _optional_digits(raw: str) -> str | None:
+    value = raw.strip()
+    if value and not (value.isascii() and value.isdigit()):
+        raise ValueError(f"expected an integer id, got {raw!r}")
+    return value or None
+
+
 def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
@@ -322,6 +329,21 @@ class Settings:
         "*.s3.amazonaws.com",
         "Hosts VoiceGenie audio may come from (its `recording_url`s are S3 virtual-hosted "
         "`<bucket>.s3.amazonaws.com`); add regional S3 hosts if the URLs name a region.",
+    )
+    voxo_api_base: str = setting(_http_base, "https://api.voxo.co", "VOXO API base URL.")
+    voxo_email: str | None = setting(
+        _optional_str, "", "VOXO API user's email (`POST /authentication`, strategy `local`)."
+    )
+    voxo_password: str | None = setting(
+        _optional_str, "", "VOXO API user's password (exchanged for a Bearer token).", secret=True
+    )
+    voxo_tenant_id: str | None = setting(
+        _optional_digits, "", "VOXO tenant (account) id, an integer: `tenantId` of every call."
+    )
+    voxo_audio_hosts: tuple[str, ...] = setting(
+        _host_list,
+        "*.amazonaws.com",
+        "Hosts VOXO audio may come from (presigned S3 URLs, `global-recordings.s3.amazonaws.com`).",
     )
 
     @property

@@ -15,6 +15,7 @@
         ├── NothingToCapture       a call-level lookup that is final with no recording
         ├── UrlExpired             the audio URL was refused (403/404/410): get a fresh one
         └── PermanentFailure       retrying cannot help (404 recording, 401 API key, SSRF...)
+            └── CredentialsRefused 401/403 from the API; .status (a token may be renewed once)
 
 Library errors (httpx, botocore) are translated to these at the boundary.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "CallrecError",
     "CaptureError",
     "ConfigurationMissing",
+    "CredentialsRefused",
     "NotReadyYet",
     "NothingToCapture",
     "PayloadInvalid",
@@ -112,3 +114,12 @@ class UrlExpired(CaptureError):
 
 class PermanentFailure(CaptureError):
     """Retrying cannot help; the ledger row ends ``failed`` with this reason."""
+
+
+class CredentialsRefused(PermanentFailure):
+    """The API answered 401 or 403 (``status``). Permanent for a fixed key; a provider whose
+    access token expires (VOXO) renews the token and retries once on 401."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status

@@ -4,7 +4,7 @@
 response                    raised
 =========================  ==========================================================
 2xx with a JSON body        (returned)
-401, 403                    PermanentFailure("API refused the credentials ...")
+401, 403                    CredentialsRefused("API refused the credentials ...")
 404, 410                    PermanentFailure("... not found")
 408, 409, 425, 429          RetryLater, with the provider's Retry-After / reset hint
 5xx, network errors         RetryLater
@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from providers.errors import PermanentFailure, RetryLater
+from providers.errors import CredentialsRefused, PermanentFailure, RetryLater
 
 __all__ = ["ApiClient", "new_http_client", "retry_after_seconds"]
 
@@ -121,7 +121,7 @@ class ApiClient:
         if status in RETRYABLE_STATUSES or status >= 500:
             raise RetryLater(f"API {reason}", retry_after_seconds(response.headers))
         if status in (401, 403):
-            raise PermanentFailure(f"API refused the credentials ({reason})")
+            raise CredentialsRefused(f"API refused the credentials ({reason})", status)
         if status in (404, 410):
             raise PermanentFailure(f"not found at the provider ({reason})")
         raise PermanentFailure(f"API {reason}")

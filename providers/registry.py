@@ -16,6 +16,7 @@ from providers.quo import QuoProvider
 from providers.telnyx import TelnyxProvider
 from providers.twilio import TwilioProvider
 from providers.voicegenie import VoiceGenieProvider
+from providers.voxo import VoxoProvider
 
 __all__ = ["DEFAULT_ACCOUNT", "PROVIDERS", "Accounts", "UnknownAccount"]
 
@@ -26,6 +27,7 @@ PROVIDERS: Mapping[str, type[Provider]] = {
         QuoProvider,
         TwilioProvider,
         VoiceGenieProvider,
+        VoxoProvider,
     )
 }
 DEFAULT_ACCOUNT = "default"

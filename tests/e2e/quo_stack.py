@@ -16,7 +16,7 @@ from sqlalchemy import select
 from emulators.quo import QuoCall, QuoEmulator, QuoWebhookSender, Scheme, Shape
 from ledger import FINAL_STATES, Recording, RecordingEvent
 from storage import recording_key
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack, start_stack_with
 
 
 @dataclass
@@ -78,17 +78,14 @@ def audio_key(recording_id: str) -> str:
 def start_quo_stack(tmp_path: Path, **overrides: str) -> QuoStack:
     emulator = QuoEmulator().start()
     sender = QuoWebhookSender()
-    try:
-        base = start_stack(
-            tmp_path,
-            CALLREC_QUO_API_KEY=emulator.api_key,
-            CALLREC_QUO_API_BASE=emulator.base_url,
-            CALLREC_QUO_AUDIO_HOSTS=emulator.audio_host,
-            CALLREC_QUO_SIGNING_KEY=sender.signing_key_b64,
-            CALLREC_QUO_WEBHOOK_SECRET=sender.webhook_secret,
-            **overrides,
-        )
-    except BaseException:
-        emulator.stop()
-        raise
+    base = start_stack_with(
+        emulator,
+        tmp_path,
+        CALLREC_QUO_API_KEY=emulator.api_key,
+        CALLREC_QUO_API_BASE=emulator.base_url,
+        CALLREC_QUO_AUDIO_HOSTS=emulator.audio_host,
+        CALLREC_QUO_SIGNING_KEY=sender.signing_key_b64,
+        CALLREC_QUO_WEBHOOK_SECRET=sender.webhook_secret,
+        **overrides,
+    )
     return QuoStack(base, emulator, sender)

@@ -7,16 +7,17 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import httpx
 import pytest
 from sqlalchemy import select
 
+from emulators.base import Emulator
 from emulators.server import LoopbackServer
 from emulators.telnyx import EmulatedRecording, TelnyxEmulator, TelnyxWebhookSigner
 from ingest.app import create_app
@@ -31,7 +32,14 @@ from tests.fixtures.callrec import (
     start_worker,
     wait_for,
 )
-from tests.fixtures.servers import RABBITMQ_URL, REDIS_URL, require_server
+from tests.fixtures.servers import (
+    RABBITMQ_URL,
+    REDIS_URL,
+    fresh_postgres_database,
+    require_server,
+)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -179,3 +187,40 @@ def start_stack(
         stack.close()
         raise
     return stack
+
+
+def start_stack_with(emulator: Emulator, tmp_path: Path, **overrides: str) -> Stack:
+    """``start_stack`` beside a running provider emulator, which stops with the stack (or at
+    once when the stack fails to start)."""
+    try:
+        stack = start_stack(tmp_path, **overrides)
+    except BaseException:
+        emulator.stop()
+        raise
+    stack._closers.append(emulator.stop)
+    return stack
+
+
+def each_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    marks: Mapping[str, Sequence[pytest.MarkDecorator]],
+    start: Callable[[Path, dict[str, str]], T],
+    close: Callable[[T], None],
+) -> Iterator[T]:
+    """The body of a stack fixture parametrized over ``marks``' names: ``embedded``, or a
+    server stack (``server_env``) on a new PostgreSQL database; ``start(tmp, env)`` builds it."""
+    for mark in marks[request.param]:
+        request.applymarker(mark)
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "embedded":
+        databases: Iterator[str | None] = iter([None])
+    else:
+        databases = fresh_postgres_database()
+    for database in databases:
+        env = {} if database is None else server_env(request.param, request, database)
+        running = start(tmp, env)
+        try:
+            yield running
+        finally:
+            close(running)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, audio_key, server_env, start_stack
-from tests.fixtures.servers import fresh_postgres_database
+from tests.e2e.stack import Stack, audio_key, each_stack, start_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -31,18 +30,9 @@ STACKS = {
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    for mark in STACKS[request.param]:
-        request.applymarker(mark)
-    tmp = tmp_path_factory.mktemp(request.param)
-    if request.param == "embedded":
-        running = start_stack(tmp)
-        yield running
-        running.close()
-        return
-    for database in fresh_postgres_database():  # one new database per stack
-        running = start_stack(tmp, **server_env(request.param, request, database))
-        yield running
-        running.close()
+    yield from each_stack(
+        request, tmp_path_factory, STACKS, lambda tmp, env: start_stack(tmp, **env), Stack.close
+    )
 
 
 @pytest.fixture(autouse=True)
