@@ -13,8 +13,12 @@ __all__ = ["main"]
 
 
 def _settings() -> Settings:
+    from providers.registry import configured_accounts
+
     try:
-        return load_settings()
+        settings = load_settings()
+        configured_accounts(settings)
+        return settings
     except ConfigError as exc:
         raise click.ClickException(f"bad configuration: {exc}") from None
 

@@ -39,7 +39,9 @@ class Account:
     """One provider account: its credentials, API base and allowed audio hosts.
 
     ``sources`` maps each credential/option name to where it came from (an env var name), so
-    a missing value is reported by the name the operator has to set.
+    a missing value is reported by the name the operator has to set. ``polled``: whether the
+    reconciler lists this account; ``poll_interval_seconds``: its own interval (None: the
+    ``CALLREC_POLL_INTERVAL_SECONDS`` default).
     """
 
     provider: str
@@ -49,6 +51,8 @@ class Account:
     credentials: Mapping[str, str | None] = field(default_factory=dict)
     options: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    polled: bool = True
+    poll_interval_seconds: int | None = None
 
     def secret(self, name: str) -> str:
         value = self.credentials.get(name)
