@@ -7,7 +7,7 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,12 @@ from tests.fixtures.callrec import (
     start_worker,
     wait_for,
 )
-from tests.fixtures.servers import RABBITMQ_URL, REDIS_URL, require_server
+from tests.fixtures.servers import (
+    RABBITMQ_URL,
+    REDIS_URL,
+    fresh_postgres_database,
+    require_server,
+)
 
 
 @dataclass
@@ -179,3 +184,36 @@ def start_stack(
         stack.close()
         raise
     return stack
+
+
+#: Stack kinds and the markers of the servers each needs (``stack_of_kind``).
+STACK_MARKS: dict[str, list[pytest.MarkDecorator]] = {
+    "embedded": [],
+    "postgres-redis-s3": [pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3],
+    "postgres-rabbitmq-s3": [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3],
+}
+
+
+def stack_of_kind(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    beat: bool = False,
+    **overrides: str,
+) -> Iterator[Stack]:
+    """The body of a module fixture parametrized by kind (``request.param``): marks the test
+    with the kind's servers, starts the stack (a new PostgreSQL database for server kinds),
+    yields it, stops it."""
+    kind = request.param
+    for mark in STACK_MARKS[kind]:
+        request.applymarker(mark)
+    tmp = tmp_path_factory.mktemp(kind)
+    if kind == "embedded":
+        running = start_stack(tmp, beat=beat, **overrides)
+        yield running
+        running.close()
+        return
+    for database in fresh_postgres_database():  # one new database per stack
+        running = start_stack(tmp, beat=beat, **server_env(kind, request, database), **overrides)
+        yield running
+        running.close()

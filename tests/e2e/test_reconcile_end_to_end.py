@@ -27,36 +27,20 @@ from ledger import Recording
 from ledger.account_state import PollState, paused_until, poll_state
 from ledger.models import utcnow
 from storage import recording_key
-from tests.e2e.stack import Stack, audio_key, server_env, start_stack
+from tests.e2e.stack import Stack, audio_key, stack_of_kind
 from tests.fixtures.callrec import REPO, wait_for
-from tests.fixtures.servers import fresh_postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 POLLING = {"CALLREC_POLL_INTERVAL_SECONDS": "10"}  # beat checks every 2 s, polls every 10 s
-STACKS = {
-    "embedded": [],
-    "postgres-redis-s3": [pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3],
-}
+STACKS = ["embedded", "postgres-redis-s3"]
 
 
-@pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
+@pytest.fixture(scope="module", params=STACKS, ids=STACKS)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    for mark in STACKS[request.param]:
-        request.applymarker(mark)
-    tmp = tmp_path_factory.mktemp(f"reconcile-{request.param}")
-    if request.param == "embedded":
-        running = start_stack(tmp, beat=True, **POLLING)
-        yield running
-        running.close()
-        return
-    for database in fresh_postgres_database():
-        env = server_env(request.param, request, database)
-        running = start_stack(tmp, beat=True, **POLLING, **env)
-        yield running
-        running.close()
+    yield from stack_of_kind(request, tmp_path_factory, beat=True, **POLLING)
 
 
 @pytest.fixture(autouse=True)

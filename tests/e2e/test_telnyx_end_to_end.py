@@ -15,34 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, audio_key, server_env, start_stack
-from tests.fixtures.servers import fresh_postgres_database
+from tests.e2e.stack import Stack, audio_key, stack_of_kind
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-STACKS = {
-    "embedded": [],
-    "postgres-redis-s3": [pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3],
-    "postgres-rabbitmq-s3": [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3],
-}
+STACKS = ["embedded", "postgres-redis-s3", "postgres-rabbitmq-s3"]
 
 
-@pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
+@pytest.fixture(scope="module", params=STACKS, ids=STACKS)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    for mark in STACKS[request.param]:
-        request.applymarker(mark)
-    tmp = tmp_path_factory.mktemp(request.param)
-    if request.param == "embedded":
-        running = start_stack(tmp)
-        yield running
-        running.close()
-        return
-    for database in fresh_postgres_database():  # one new database per stack
-        running = start_stack(tmp, **server_env(request.param, request, database))
-        yield running
-        running.close()
+    yield from stack_of_kind(request, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

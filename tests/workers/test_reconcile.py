@@ -193,21 +193,13 @@ def test_two_accounts_one_with_broken_credentials(
 ) -> None:
     accounts = tmp_path / "accounts.toml"
     accounts.write_text(
-        f"""
-[[accounts]]
-provider = "telnyx"
-name = "good"
-api_base = "{telnyx_emulator.base_url}"
-audio_hosts = ["{telnyx_emulator.audio_host}"]
-credentials = {{ api_key = "{telnyx_emulator.api_key}" }}
-
-[[accounts]]
-provider = "telnyx"
-name = "broken"
-api_base = "{telnyx_emulator.base_url}"
-audio_hosts = ["{telnyx_emulator.audio_host}"]
-credentials = {{ api_key = "not-the-key" }}
-"""
+        "".join(
+            f"[[accounts]]\nprovider = 'telnyx'\nname = '{name}'\n"
+            f"api_base = '{telnyx_emulator.base_url}'\n"
+            f"audio_hosts = ['{telnyx_emulator.audio_host}']\n"
+            f"credentials = {{ api_key = '{key}' }}\n"
+            for name, key in (("good", telnyx_emulator.api_key), ("broken", "not-the-key"))
+        )
     )
     runtime = new_runtime(CALLREC_ACCOUNTS_FILE=str(accounts))
     rec = telnyx_emulator.add_recording(size=2000, started_at=ago(minutes=5))
