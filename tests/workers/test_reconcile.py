@@ -267,3 +267,21 @@ def test_a_rate_limit_pauses_polls_and_captures_of_the_account_everywhere(
     # The pause only ever grows; once over, capture proceeds.
     past = utcnow() - timedelta(seconds=1)
     assert not pause(capturer.sessions, "telnyx", "default", past, "shorter")
+
+
+def test_a_provider_without_a_list_api_is_skipped_with_its_reason(
+    new_runtime: Callable[..., Runtime],
+) -> None:
+    """Quo lists recordings per call only: its account is not polled, and the schedule goes on."""
+    runtime = new_runtime(CALLREC_QUO_API_KEY="k", CALLREC_QUO_API_BASE="http://127.0.0.1:9")
+    polls: list[tuple[str, str]] = []
+    assert schedule_polls(runtime, lambda p, a: polls.append((p, a))) == 1
+    assert polls == [("quo", "default")]
+    outcome = poll_account(runtime, *polls[0])
+    assert outcome.status == "unsupported"
+    state = poll_state(runtime.sessions, "quo", "default")
+    assert state is not None and state.watermark is None
+    assert state.last_error is not None and state.last_error.startswith(
+        "not polled: no list API (Quo has no account-wide recordings list"
+    )
+    assert poll_account(runtime, "quo", "nope").status == "unknown"
