@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 import click
 from sqlalchemy import func, select
@@ -13,8 +14,12 @@ __all__ = ["main"]
 
 
 def _settings() -> Settings:
+    from providers.registry import configured_accounts
+
     try:
-        return load_settings()
+        settings = load_settings()
+        configured_accounts(settings)
+        return settings
     except ConfigError as exc:
         raise click.ClickException(f"bad configuration: {exc}") from None
 
@@ -140,6 +145,32 @@ def sweep() -> None:
     from workers.tasks import get_runtime
 
     click.echo(f"published {run_sweep(get_runtime())} rows")
+
+
+def _moment(_ctx: click.Context, param: click.Parameter, value: str) -> datetime:
+    """An ISO 8601 instant; without an offset it is UTC."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("expected ISO 8601, e.g. 2026-01-31T00:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.option("--provider", required=True, help="Provider name, e.g. telnyx.")
+@click.option("--account", default="default", show_default=True, help="Account name.")
+@click.option("--since", required=True, callback=_moment, help="Start (ISO 8601; UTC if bare).")
+@click.option("--until", required=True, callback=_moment, help="End (ISO 8601; UTC if bare).")
+@click.option("--dry-run", is_flag=True, help="Only print the recordings the ledger lacks.")
+def backfill(provider: str, account: str, since: datetime, until: datetime, dry_run: bool) -> None:
+    """Capture an account's recordings of a past range (the poll's listing; no watermark move)."""
+    if since >= until:
+        raise click.BadParameter("--since must be before --until")
+    _settings()
+    from workers.backfill import run_backfill
+    from workers.tasks import get_runtime
+
+    run_backfill(get_runtime(), provider, account, since, until, dry_run=dry_run)
 
 
 if __name__ == "__main__":

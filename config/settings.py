@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ConfigError", "Settings", "declared_settings", "env_name", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "declared_settings",
+    "env_name",
+    "load_settings",
+    "parse_as",
+]
 
 PREFIX = "CALLREC_"
 
@@ -189,7 +196,9 @@ class Settings:
         "Multipart part size; also the upload buffer of one capture (the memory bound).",
     )
     queue_prefix: str = setting(
-        _str, "callrec", "Prefix of the Celery queue names (`<prefix>.capture`, `<prefix>.sweep`)."
+        _str,
+        "callrec",
+        "Prefix of the Celery queue names (`<prefix>.capture`, `<prefix>.sweep`, `<prefix>.poll`).",
     )
     public_base_url: str | None = setting(
         _public_base,
@@ -206,7 +215,23 @@ class Settings:
         _int(1024), str(256 * 1024), "Largest webhook body accepted; larger gets 413."
     )
     poll_interval_seconds: int = setting(
-        _int(10), "300", "How often provider list APIs are polled."
+        _int(10),
+        "300",
+        "How often each account's list API is polled (an account may set its own interval).",
+    )
+    poll_lookback_seconds: int = setting(
+        _int(60), "86400", "How far back the first poll of an account looks."
+    )
+    poll_overlap_seconds: int = setting(
+        _int(0),
+        "300",
+        "How much each poll re-reads behind the account's watermark (late-listed recordings).",
+    )
+    accounts_file: str | None = setting(
+        _optional_str,
+        "",
+        "TOML file of provider accounts (several per provider); the `CALLREC_<PROVIDER>_*` "
+        "settings stay the shorthand for each provider's `default` account.",
     )
     relay_interval_seconds: float = setting(
         _float(0.01),
@@ -364,6 +389,18 @@ class Settings:
 
 def env_name(field_name: str) -> str:
     return PREFIX + field_name.upper()
+
+
+def parse_as(field_name: str, raw: str) -> Any:
+    """Parse ``raw`` with the parser of setting ``field_name`` (``ValueError`` if invalid).
+
+    The accounts file reuses these, so ``api_base = …`` in it means what
+    ``CALLREC_<PROVIDER>_API_BASE`` means.
+    """
+    declared = {f.name: f for f in fields(Settings)}.get(field_name)
+    if declared is None:
+        raise KeyError(field_name)
+    return declared.metadata["parse"](raw)
 
 
 def declared_settings() -> list[tuple[str, str, str, bool]]:

@@ -33,6 +33,7 @@ __all__ = [
     "accept_in",
     "accept_refs",
     "engine_of",
+    "known_keys",
 ]
 
 
@@ -230,3 +231,21 @@ def accept_refs(
         entries = [(result, provider, account, ref) for ref in refs]
         _upsert_refs(connection, entries, source, utcnow(), parent_id)
     return result
+
+
+def known_keys(
+    sessions: sessionmaker[Session], provider: str, account: str, keys: Sequence[str]
+) -> set[str]:
+    """Which of ``keys`` already have a ledger row for the account (a backfill's dry run)."""
+    if not keys:
+        return set()
+    with sessions() as session:
+        return set(
+            session.execute(
+                select(RECORDINGS.c.recording_key).where(
+                    RECORDINGS.c.provider == provider,
+                    RECORDINGS.c.account == account,
+                    RECORDINGS.c.recording_key.in_(list(keys)),
+                )
+            ).scalars()
+        )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.models import WAITING_STATES, Recording, RecordingEvent, State, utcnow
 
-__all__ = ["Claim", "claim", "finish", "release_for_retry"]
+__all__ = ["Claim", "claim", "defer", "finish", "release_for_retry"]
 
 # A countdown message may arrive a little before the row's next_attempt_at (clock rounding).
 EARLY_TOLERANCE = timedelta(seconds=2)
@@ -150,3 +150,20 @@ def release_for_retry(
         enqueued_at=None,
     )
     return due if released else None
+
+
+def defer(sessions: sessionmaker[Session], held: Claim, until: datetime, reason: str) -> bool:
+    """Put the row back to wait until ``until`` without counting this attempt.
+
+    For an attempt that never called the provider (its account is paused by a rate limit):
+    the attempt count, which bounds real failures, stays as it was before the claim.
+    """
+    return _transition(
+        sessions,
+        held,
+        State.RETRYING,
+        reason,
+        attempts=held.attempt - 1,
+        next_attempt_at=until,
+        enqueued_at=None,
+    )

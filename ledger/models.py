@@ -14,6 +14,8 @@ States::
 ``deliveries``: one row per webhook delivery, unique on (provider, account, delivery_id), so a
 redelivered webhook is acknowledged as a duplicate without touching the recording.
 ``recording_events``: the history of a row's transitions, for operators.
+``account_state``: one row per (provider, account) for reconciliation and rate limits: the poll
+watermark, the poll lease, the last poll's outcome, and "paused until" after a 429.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "FINAL_STATES",
+    "AccountState",
     "Base",
     "Delivery",
     "Recording",
@@ -145,3 +148,28 @@ class RecordingEvent(Base):
     state: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class AccountState(Base):
+    """Reconciliation and rate-limit state of one account (ledger/account_state.py)."""
+
+    __tablename__ = "account_state"
+    __table_args__ = (UniqueConstraint("provider", "account", name="uq_account_state_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    #: Everything the provider lists as created at or before this instant has been listed.
+    watermark: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    poll_scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_poll_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_found: Mapped[int | None] = mapped_column(Integer)
+    last_new: Mapped[int | None] = mapped_column(Integer)
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

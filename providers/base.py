@@ -34,12 +34,18 @@ __all__ = [
 ]
 
 
+#: Refs per batch when a provider's listing is not paged (``Provider.list_pages``).
+LIST_BATCH = 100
+
+
 @dataclass(frozen=True)
 class Account:
     """One provider account: its credentials, API base and allowed audio hosts.
 
     ``sources`` maps each credential/option name to where it came from (an env var name), so
-    a missing value is reported by the name the operator has to set.
+    a missing value is reported by the name the operator has to set. ``polled``: whether the
+    reconciler lists this account; ``poll_interval_seconds``: its own interval (None: the
+    ``CALLREC_POLL_INTERVAL_SECONDS`` default).
     """
 
     provider: str
@@ -49,6 +55,8 @@ class Account:
     credentials: Mapping[str, str | None] = field(default_factory=dict)
     options: Mapping[str, str] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    polled: bool = True
+    poll_interval_seconds: int | None = None
 
     def secret(self, name: str) -> str:
         value = self.credentials.get(name)
@@ -166,7 +174,26 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
-        """Every recording the provider lists for the window (reconciliation)."""
+        """Every recording the provider lists for the window (reconciliation).
+
+        Raise ``NotImplementedError`` when the provider has no list API: the reconciler then
+        skips the account with a log line.
+        """
+
+    def list_pages(self, since: datetime, until: datetime) -> Iterator[list[RecordingRef]]:
+        """``list_recordings`` in pages, so the reconciler commits and reports page by page.
+
+        Providers whose API pages override this with their real pages; the default cuts the
+        flat listing into batches of ``LIST_BATCH``.
+        """
+        batch: list[RecordingRef] = []
+        for ref in self.list_recordings(since, until):
+            batch.append(ref)
+            if len(batch) >= LIST_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     # -- helpers for subclasses -----------------------------------------------------------------
     def api(self, headers: Mapping[str, str]) -> ApiClient:

@@ -11,7 +11,8 @@
     ├── ConfigurationMissing       a secret or key the operation needs is not configured
     └── CaptureError               fetching a recording failed
         ├── RetryLater             transient (429, 5xx, network, cut stream); .retry_after
-        │   └── NotReadyYet        the provider has not finished the recording yet
+        │   ├── NotReadyYet        the provider has not finished the recording yet
+        │   └── RateLimited        the provider's API answered 429: the account pauses
         ├── NothingToCapture       a call-level lookup that is final with no recording
         ├── UrlExpired             the audio URL was refused (403/404/410): get a fresh one
         └── PermanentFailure       retrying cannot help (404 recording, 401 API key, SSRF...)
@@ -31,6 +32,7 @@ __all__ = [
     "NothingToCapture",
     "PayloadInvalid",
     "PermanentFailure",
+    "RateLimited",
     "RetryLater",
     "SignatureInvalid",
     "UnsupportedMediaType",
@@ -98,6 +100,14 @@ class RetryLater(CaptureError):
 
 class NotReadyYet(RetryLater):
     """The provider knows the recording but has not finished it."""
+
+
+class RateLimited(RetryLater):
+    """The provider's API refused the account's key for now (HTTP 429).
+
+    With a ``retry_after`` the whole account is paused in the ledger until then, so every
+    process's polls and captures for it wait (``ledger/account_state.py``).
+    """
 
 
 class NothingToCapture(CaptureError):

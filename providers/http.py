@@ -6,7 +6,8 @@ response                    raised
 2xx with a JSON body        (returned)
 401, 403                    CredentialsRefused("API refused the credentials ...")
 404, 410                    PermanentFailure("... not found")
-408, 409, 425, 429          RetryLater, with the provider's Retry-After / reset hint
+408, 409, 425               RetryLater, with the provider's Retry-After / reset hint
+429                         RateLimited (a RetryLater), with that hint
 5xx, network errors         RetryLater
 other 4xx                   PermanentFailure
 =========================  ==========================================================
@@ -22,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from providers.errors import CredentialsRefused, PermanentFailure, RetryLater
+from providers.errors import CredentialsRefused, PermanentFailure, RateLimited, RetryLater
 
 __all__ = ["ApiClient", "new_http_client", "retry_after_seconds"]
 
@@ -118,6 +119,8 @@ class ApiClient:
                     f"API answered HTTP {status} with a body that is not JSON"
                 ) from None
         reason = self._describe(response)
+        if status == 429:
+            raise RateLimited(f"API {reason}", retry_after_seconds(response.headers))
         if status in RETRYABLE_STATUSES or status >= 500:
             raise RetryLater(f"API {reason}", retry_after_seconds(response.headers))
         if status in (401, 403):

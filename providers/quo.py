@@ -223,8 +223,18 @@ class QuoProvider(Provider):
 
         The API reads recordings one call at a time (``GET /v1/call-recordings/{callId}``, seed
         ``002``; ``GET /calls/{callId}/recordings`` in 2026-03-30) and has no account-wide
-        recording list with a time window, so reconciliation cannot enumerate them; captures
-        come from the webhooks. Raised rather than faking an empty list.
+        recording list with a time window. Its call list, ``GET /v1/calls``, requires a
+        ``phoneNumberId`` *and* exactly one participant number ("Currently limited to one-to-one
+        (1:1) conversations only", https://www.quo.com/docs/mdx/api-reference/calls/list-calls),
+        so it cannot enumerate a workspace's calls either. The only complete path is a chain:
+        ``GET /v1/conversations?updatedAfter=…`` (every conversation of the workspace) → for
+        each 1:1 conversation ``GET /v1/calls?phoneNumberId&participants&createdAfter&
+        createdBefore`` → for each call ``GET /v1/call-recordings/{callId}``: one request per
+        conversation and per call at 10 requests/s per key, whether a conversation's
+        ``updatedAt`` moves with a call is not documented (UNCONFIRMED), and calls of group
+        conversations stay out of reach. Not built: the reconciler records "no list API" for
+        Quo accounts and captures come from the webhooks. Raised rather than faking an empty
+        list.
         """
         raise NotImplementedError(
             "Quo has no account-wide recordings list: recordings are read per call "

@@ -146,9 +146,13 @@ class TelnyxProvider(Provider):
         session = lookup.get("call_session_id")
         if not session:
             raise PayloadInvalid("a Telnyx lookup needs call_session_id")
-        return list(self._pages({"filter[call_session_id]": session}))
+        return [ref for page in self._pages({"filter[call_session_id]": session}) for ref in page]
 
     def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
+        return (ref for page in self.list_pages(since, until) for ref in page)
+
+    def list_pages(self, since: datetime, until: datetime) -> Iterator[list[RecordingRef]]:
+        """Recordings created in ``[since, until]``, one list per API page (reconciliation)."""
         return self._pages(
             {
                 "filter[created_at][gte]": since.isoformat().replace("+00:00", "Z"),
@@ -156,7 +160,7 @@ class TelnyxProvider(Provider):
             }
         )
 
-    def _pages(self, filters: Mapping[str, str]) -> Iterator[RecordingRef]:
+    def _pages(self, filters: Mapping[str, str]) -> Iterator[list[RecordingRef]]:
         api = self.api(self._api_headers())
         for number in range(1, MAX_PAGES + 1):
             body = api.get_json(
@@ -165,22 +169,27 @@ class TelnyxProvider(Provider):
             items = body.get("data") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RetryLater("recordings list answered without a data array")
+            page: list[RecordingRef] = []
             for raw in items:
                 item = _unwrap({"data": raw})
                 if item and isinstance(item.get("id"), str):
-                    yield RecordingRef(
-                        recording_id=item["id"],
-                        call_id=item.get("call_session_id"),
-                        hints={
-                            k: v
-                            for k, v in _metadata(item).items()
-                            if isinstance(v, str) and k not in ("from", "to")
-                        },
+                    page.append(
+                        RecordingRef(
+                            recording_id=item["id"],
+                            call_id=item.get("call_session_id"),
+                            hints={
+                                k: v
+                                for k, v in _metadata(item).items()
+                                if isinstance(v, str) and k not in ("from", "to")
+                            },
+                        )
                     )
+            yield page
             meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
             total_pages = meta.get("total_pages")
             if not items or not isinstance(total_pages, int) or number >= total_pages:
                 return
+        raise RetryLater(f"recordings list has more than {MAX_PAGES} pages")
 
     def describe_error(self, response: httpx.Response) -> str:
         """``HTTP 429 10011 Too many requests`` from ``{"errors":[{code,title,detail}]}``."""

@@ -142,11 +142,15 @@ class TwilioProvider(Provider):
         call_sid = lookup.get("call_sid")
         if not call_sid:
             raise PayloadInvalid("a Twilio lookup needs call_sid")
-        return list(self._pages({"CallSid": call_sid}))
+        return [ref for page in self._pages({"CallSid": call_sid}) for ref in page]
 
     def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
+        return (ref for page in self.list_pages(since, until) for ref in page)
+
+    def list_pages(self, since: datetime, until: datetime) -> Iterator[list[RecordingRef]]:
         """Recordings created in ``[since, until]``: ``DateCreated>=``/``DateCreated<=`` (the
-        query names are ``DateCreated>``/``DateCreated<``, as twilio-python sends them)."""
+        query names are ``DateCreated>``/``DateCreated<``, as twilio-python sends them), one
+        list per API page."""
         return self._pages(
             {
                 "DateCreated>": since.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -154,7 +158,7 @@ class TwilioProvider(Provider):
             }
         )
 
-    def _pages(self, filters: Mapping[str, str]) -> Iterator[RecordingRef]:
+    def _pages(self, filters: Mapping[str, str]) -> Iterator[list[RecordingRef]]:
         api = self.api(self._api_headers())
         prefix = f"{API_VERSION}/Accounts/{quote(self._auth()[0], safe='')}/Recordings"
         body = api.get_json(f"{prefix}.json", {**filters, "PageSize": PAGE_SIZE})
@@ -162,9 +166,11 @@ class TwilioProvider(Provider):
             items = body.get("recordings") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RetryLater("recordings list answered without a recordings array")
-            for item in items:
-                if isinstance(item, dict) and RECORDING_SID.fullmatch(str(item.get("sid"))):
-                    yield _ref(item)
+            yield [
+                _ref(item)
+                for item in items
+                if isinstance(item, dict) and RECORDING_SID.fullmatch(str(item.get("sid")))
+            ]
             next_uri = body.get("next_page_uri")
             if not next_uri or not items:
                 return

@@ -18,14 +18,15 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.logging import log_context
 from ledger import State, accept_refs, claim, finish, release_for_retry
-from ledger.claims import Claim
+from ledger.account_state import paused_until
+from ledger.claims import Claim, defer
 from ledger.models import utcnow
 from providers.base import Download, Provider
 from providers.errors import (
@@ -38,6 +39,7 @@ from providers.errors import (
 )
 from storage import ObjectExists, StorageUnavailable, metadata_key, recording_key
 from workers.download import StreamCut, open_audio
+from workers.ratelimits import note_rate_limit
 from workers.runtime import Runtime
 
 __all__ = ["CaptureOutcome", "capture"]
@@ -65,6 +67,9 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
         recording=held.id, provider=held.provider, account=held.account, attempt=held.attempt
     ):
         try:
+            paused = paused_until(runtime.sessions, held.provider, held.account)
+            if paused is not None:
+                return _defer(runtime, held, paused)
             provider = runtime.accounts.provider(held.provider, held.account)
             if held.kind == "lookup":
                 return _resolve(runtime, provider, held)
@@ -72,6 +77,8 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
         except PermanentFailure as exc:
             return _fail(runtime, held, exc.reason)
         except (RetryLater, UrlExpired) as exc:
+            if isinstance(exc, RetryLater):
+                note_rate_limit(runtime.sessions, held.provider, held.account, exc)
             return _retry(runtime, held, exc.reason, getattr(exc, "retry_after", None))
         except ConfigurationMissing as exc:
             return _retry(runtime, held, f"not configured: {exc}", None)
@@ -235,6 +242,23 @@ def _retry(runtime: Runtime, held: Claim, reason: str, retry_after: float | None
         return CaptureOutcome("skipped", "claim lost")
     runtime.publish([held.id], countdown=delay, due=due)
     logger.info("attempt %s failed, retrying in %.1fs: %s", held.attempt, delay, reason)
+    return CaptureOutcome(State.RETRYING, reason, delay)
+
+
+def _defer(runtime: Runtime, held: Claim, paused: datetime) -> CaptureOutcome:
+    """The account is paused by a rate limit: reschedule without calling the provider.
+
+    The attempt is not counted; the message waits at most ``RETRY_MAX_SECONDS`` (it must stay
+    below the broker's visibility timeout) and the row is deferred again if still paused.
+    """
+    now = utcnow()
+    due = min(paused, now + timedelta(seconds=runtime.settings.retry_max_seconds))
+    reason = f"account paused by a rate limit until {paused.isoformat(timespec='seconds')}"
+    if not defer(runtime.sessions, held, due, reason):
+        return CaptureOutcome("skipped", "claim lost")
+    delay = max(0.0, (due - now).total_seconds())
+    runtime.publish([held.id], countdown=delay, due=due)
+    logger.info("%s; attempt rescheduled in %.1fs", reason, delay)
     return CaptureOutcome(State.RETRYING, reason, delay)
 
 

@@ -11,6 +11,7 @@ import sys
 from config.logging import configure_logging
 from config.sentry import configure_sentry
 from config.settings import ConfigError, Settings, load_settings
+from providers.registry import configured_accounts
 from workers.celery_config import make_celery
 
 __all__ = ["app", "settings"]
@@ -18,7 +19,9 @@ __all__ = ["app", "settings"]
 
 def _load() -> Settings:
     try:
-        return load_settings()
+        settings = load_settings()
+        configured_accounts(settings)  # a bad accounts file stops the process here, in one line
+        return settings
     except ConfigError as exc:
         print(f"callrec: bad configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -7,7 +7,10 @@ Reliability settings, and why:
 * ``worker_prefetch_multiplier=1``: a capture can take minutes; never hoard messages.
 * ``task_time_limit`` < ``STUCK_AFTER`` (the ledger lease) and < Redis ``visibility_timeout``,
   so a redelivered or re-driven task never meets a still-running first attempt.
-* JSON only; task arguments are ledger ids, never URLs or payloads.
+* JSON only; task arguments are ledger ids (or a provider and account name), never URLs or
+  payloads.
+* Queues ``<prefix>.capture``, ``<prefix>.sweep`` and ``<prefix>.poll`` (reconciliation), so a
+  long poll never delays a capture; a worker without ``-Q`` consumes all three.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from kombu import Exchange, Queue
 
 from config.settings import Settings
 
-__all__ = ["capture_queue", "make_celery", "sweep_queue"]
+__all__ = ["capture_queue", "make_celery", "poll_queue", "sweep_queue"]
 
 
 def capture_queue(settings: Settings) -> str:
@@ -28,6 +31,18 @@ def capture_queue(settings: Settings) -> str:
 
 def sweep_queue(settings: Settings) -> str:
     return f"{settings.queue_prefix}.sweep"
+
+
+def poll_queue(settings: Settings) -> str:
+    """Reconciliation polls: their own queue, so a long listing never delays a capture."""
+    return f"{settings.queue_prefix}.poll"
+
+
+def _poll_tick(settings: Settings) -> float:
+    from providers.registry import configured_accounts
+    from workers.reconcile import poll_tick_seconds
+
+    return poll_tick_seconds(settings, list(configured_accounts(settings).values()))
 
 
 def _queue(name: str) -> Queue:
@@ -44,6 +59,7 @@ def make_celery(settings: Settings) -> Celery:
     if broker.startswith(("amqp", "amqps")):
         transport_options["confirm_publish"] = True
     celery = Celery("callrec", broker=broker, include=["workers.tasks"])
+    poll_tick = _poll_tick(settings)
     celery.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -67,17 +83,29 @@ def make_celery(settings: Settings) -> Celery:
         },
         # Each queue its own direct exchange and key: otherwise kombu binds both to the default
         # exchange with the same key and every message lands in both queues.
-        task_queues=[_queue(capture_queue(settings)), _queue(sweep_queue(settings))],
+        task_queues=[
+            _queue(capture_queue(settings)),
+            _queue(sweep_queue(settings)),
+            _queue(poll_queue(settings)),
+        ],
         task_default_queue=capture_queue(settings),
         task_routes={
             "callrec.capture": {"queue": capture_queue(settings)},
             "callrec.sweep": {"queue": sweep_queue(settings)},
+            "callrec.schedule_polls": {"queue": poll_queue(settings)},
+            "callrec.poll": {"queue": poll_queue(settings)},
         },
         beat_schedule={
             "sweep": {
                 "task": "callrec.sweep",
                 "schedule": float(settings.sweep_interval_seconds),
                 "options": {"expires": float(settings.sweep_interval_seconds)},
+            },
+            # Every tick enqueues the polls that are due (ledger-decided: safe with two beats).
+            "schedule-polls": {
+                "task": "callrec.schedule_polls",
+                "schedule": poll_tick,
+                "options": {"expires": poll_tick},
             },
         },
         beat_schedule_filename=str(Path.cwd() / "var" / "celerybeat-schedule"),

@@ -1,4 +1,5 @@
-"""Thin Celery tasks: they take ledger ids and hand over to ``capture`` and ``sweep``."""
+"""Thin Celery tasks: they take ledger ids (or an account) and hand over to ``capture``,
+``sweep`` and ``reconcile``."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from celery.signals import worker_process_init, worker_ready
 
 from config.logging import log_context
 from workers.celery_app import app, settings
-from workers.celery_config import capture_queue
+from workers.celery_config import capture_queue, poll_queue
 from workers.runtime import Runtime, build_runtime
 
-__all__ = ["capture_task", "get_runtime", "sweep_task"]
+__all__ = ["capture_task", "get_runtime", "poll_task", "schedule_polls_task", "sweep_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ def _send_capture(recording_id: int, countdown: float | None) -> None:
     capture_task.apply_async(
         args=[recording_id], countdown=countdown, queue=capture_queue(settings)
     )
+
+
+def _send_poll(provider: str, account: str) -> None:
+    poll_task.apply_async(args=[provider, account], queue=poll_queue(settings))
 
 
 def get_runtime() -> Runtime:
@@ -76,3 +81,17 @@ def sweep_task() -> int:
     from workers.sweep import sweep
 
     return sweep(get_runtime())
+
+
+@app.task(name="callrec.schedule_polls", base=CallrecTask)
+def schedule_polls_task() -> int:
+    from workers.reconcile import schedule_polls
+
+    return schedule_polls(get_runtime(), _send_poll)
+
+
+@app.task(name="callrec.poll", base=CallrecTask)
+def poll_task(provider: str, account: str) -> str:
+    from workers.reconcile import poll_account
+
+    return poll_account(get_runtime(), str(provider), str(account)).status

@@ -224,3 +224,29 @@ def each_stack(
             yield running
         finally:
             close(running)
+
+
+#: Stack kinds and the markers of the servers each needs (``stack_of_kind``).
+STACK_MARKS: dict[str, list[pytest.MarkDecorator]] = {
+    "embedded": [],
+    "postgres-redis-s3": [pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3],
+    "postgres-rabbitmq-s3": [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3],
+}
+
+
+def stack_of_kind(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    beat: bool = False,
+    **overrides: str,
+) -> Iterator[Stack]:
+    """The body of a fixture parametrized by stack kind (``request.param``, a key of
+    ``STACK_MARKS``): a callrec stack with a worker (and beat when asked)."""
+    yield from each_stack(
+        request,
+        tmp_path_factory,
+        STACK_MARKS,
+        lambda tmp, env: start_stack(tmp, beat=beat, **env, **overrides),
+        Stack.close,
+    )

@@ -15,24 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, audio_key, each_stack, start_stack
+from tests.e2e.stack import Stack, audio_key, stack_of_kind
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-STACKS = {
-    "embedded": [],
-    "postgres-redis-s3": [pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3],
-    "postgres-rabbitmq-s3": [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.s3],
-}
+STACKS = ["embedded", "postgres-redis-s3", "postgres-rabbitmq-s3"]
 
 
-@pytest.fixture(scope="module", params=list(STACKS), ids=list(STACKS))
+@pytest.fixture(scope="module", params=STACKS, ids=STACKS)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    yield from each_stack(
-        request, tmp_path_factory, STACKS, lambda tmp, env: start_stack(tmp, **env), Stack.close
-    )
+    yield from stack_of_kind(request, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.settings import load_settings
-from workers.celery_config import capture_queue, make_celery, sweep_queue
+from workers.celery_config import capture_queue, make_celery, poll_queue, sweep_queue
 
 
 def test_reliability_settings() -> None:
@@ -30,3 +30,15 @@ def test_each_queue_has_its_own_route() -> None:
     capture, sweep = queues[capture_queue(settings)], queues[sweep_queue(settings)]
     assert (capture.exchange.name, capture.routing_key) == ("x.capture", "x.capture")
     assert (sweep.exchange.name, sweep.routing_key) == ("x.sweep", "x.sweep")
+
+
+def test_polls_have_their_own_queue_and_a_beat_entry() -> None:
+    """A long poll or backfill must never sit in front of a capture."""
+    settings = load_settings({"CALLREC_QUEUE_PREFIX": "x", "CALLREC_POLL_INTERVAL_SECONDS": "60"})
+    conf = make_celery(settings).conf
+    assert poll_queue(settings) == "x.poll"
+    assert conf.task_routes["callrec.poll"] == {"queue": "x.poll"}
+    assert conf.task_routes["callrec.schedule_polls"] == {"queue": "x.poll"}
+    assert {q.name for q in conf.task_queues} == {"x.capture", "x.sweep", "x.poll"}
+    entry = conf.beat_schedule["schedule-polls"]
+    assert entry["task"] == "callrec.schedule_polls" and entry["schedule"] == 12.0
