@@ -1,4 +1,9 @@
-"""Sentry set-up with scrubbing: no request bodies, no PII, no signed URLs or phone numbers."""
+"""Sentry set-up with scrubbing: no request bodies, no PII, no signed URLs or phone numbers.
+
+Only bugs and a recording's final failure are events. Expected conditions (a refused webhook,
+a 429 waited out, a retry) are logged at INFO/WARNING, which Sentry keeps as breadcrumbs.
+A final failure is one event (:func:`report_final_failure`), grouped by provider and reason.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 from config.redact import redact_value
 from config.settings import Settings
 
-__all__ = ["configure_sentry"]
+__all__ = ["configure_sentry", "report_final_failure"]
 
 
 def _before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
@@ -37,3 +42,26 @@ def configure_sentry(settings: Settings, component: str) -> bool:
         server_name=component,
     )
     return True
+
+
+def report_final_failure(
+    provider: str, account: str, reason: str, detail: str, *, attempt: int
+) -> None:
+    """Send one event for a recording that ended ``failed`` (no-op without Sentry).
+
+    Grouped by provider and bounded reason (``config.metrics.CAPTURE_FAILURE_REASONS``): one
+    issue per (provider, reason), however many recordings fail that way. ``detail`` is redacted
+    by ``before_send`` like every event.
+    """
+    import sentry_sdk
+
+    if not sentry_sdk.get_client().is_active():
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.fingerprint = ["recording-failed", provider, reason]
+        scope.set_tag("provider", provider)
+        scope.set_tag("account", account)
+        scope.set_tag("reason", reason)
+        scope.set_extra("detail", detail[:500])
+        scope.set_extra("attempt", attempt)
+        sentry_sdk.capture_message(f"recording failed: {provider} {reason}", level="error")

@@ -281,6 +281,24 @@ class Settings:
         "auto",
         "`json`, `text`, or `auto` (text on a terminal, JSON otherwise).",
     )
+    metrics_dir: str | None = setting(
+        _optional_str,
+        _var_path("metrics"),
+        "Directory shared by the processes of one host for Prometheus metrics (multiprocess "
+        "mode; files of dead processes are removed at start-up); empty: this process only.",
+    )
+    metrics_missing_after_minutes: int = setting(
+        _int(1),
+        "60",
+        "A recording announced or listed this long ago and not stored counts as expected but "
+        "missing (`callrec_recordings_missing`).",
+    )
+    worker_metrics_port: int = setting(
+        _int(0, 65535),
+        "0",
+        "Port of the worker's own `/metrics` exporter on 127.0.0.1 (the metrics directory); "
+        "0: off (the web `/metrics` of the same host serves the workers' metrics).",
+    )
     sentry_dsn: str | None = setting(
         _optional_str, "", "Sentry DSN; empty disables Sentry.", secret=True
     )

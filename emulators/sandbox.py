@@ -26,6 +26,7 @@ def sandbox_env(folder: Path, **overrides: str) -> dict[str, str]:
         "CALLREC_DATABASE_URL": f"sqlite:///{folder}/ledger.sqlite",
         "CALLREC_BROKER_URL": f"sqla+sqlite:///{folder}/broker.sqlite",
         "CALLREC_STORAGE_URL": f"file://{folder}/recordings",
+        "CALLREC_METRICS_DIR": f"{folder}/metrics",
         "CALLREC_QUEUE_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         "CALLREC_LOG_FORMAT": "json",
         "CALLREC_LOG_LEVEL": "info",

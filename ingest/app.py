@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from config.metrics import configure_metrics
 from config.settings import Settings
 from ingest.health import health
+from ingest.metrics import metrics_view
 from ingest.webhooks import webhooks
 from ledger import make_engine, make_session_factory
 from ledger.group_commit import GroupCommitter
@@ -40,6 +42,7 @@ def create_app(settings: Settings) -> Flask:
 
     app = Flask("callrec")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    configure_metrics(settings)
     engine = make_engine(settings.database_url, pre_ping=False)
     sessions = make_session_factory(engine)
     celery = make_celery(settings)  # only for /readyz: the relay process publishes
@@ -60,6 +63,7 @@ def create_app(settings: Settings) -> Flask:
         )
     app.register_blueprint(webhooks)
     app.register_blueprint(health)
+    app.register_blueprint(metrics_view)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -15,8 +15,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from config.logging import log_context
+from config.metrics import UNKNOWN, metrics
 from providers.base import WebhookRequest
 from providers.errors import ConfigurationMissing, WebhookRejected
 from providers.registry import DEFAULT_ACCOUNT, UnknownAccount
@@ -27,19 +29,29 @@ logger = logging.getLogger(__name__)
 
 webhooks = Blueprint("webhooks", __name__)
 
+#: The metrics reason of a refused webhook, by its HTTP status.
+_REJECT_REASONS = {401: "signature", 404: "not_offered", 415: "media_type"}
+
 
 @webhooks.post("/webhooks/<provider>")
 @webhooks.post("/webhooks/<provider>/<account>")
 def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
     from ingest.app import state
 
-    current = state()
+    current, counters = state(), metrics()
     try:
         handler = current.accounts.provider(provider, account)
-    except UnknownAccount:
+    except UnknownAccount:  # the path is not a label value: it is the sender's choice
+        counters.webhooks_received.labels(UNKNOWN, UNKNOWN).inc()
+        counters.webhook_rejected(UNKNOWN, UNKNOWN, "unknown_account")
         return jsonify(error="unknown provider or account"), 404
+    counters.webhooks_received.labels(provider, account).inc()
     with log_context(provider=provider, account=account):
-        body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+        try:
+            body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+        except RequestEntityTooLarge:
+            counters.webhook_rejected(provider, account, "too_large")
+            raise
         base = current.settings.public_base_url
         webhook = WebhookRequest(
             body=body,
@@ -54,9 +66,11 @@ def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
             event = handler.parse(webhook)
         except WebhookRejected as exc:
             logger.info("webhook rejected (%s): %s", exc.status, exc.reason)
+            counters.webhook_rejected(provider, account, _REJECT_REASONS.get(exc.status, "payload"))
             return jsonify(error=exc.reason), exc.status
         except ConfigurationMissing as exc:
             logger.error("webhook cannot be verified: %s", exc)
+            counters.webhook_rejected(provider, account, "not_configured")
             return jsonify(error="webhook verification is not configured"), 503
         try:
             result = current.committer.accept(provider, account, event)
@@ -65,7 +79,9 @@ def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
             if not isinstance(exc, SQLAlchemyError):
                 logger.exception("webhook not accepted: the ledger write crashed")
             logger.error("ledger unavailable, webhook not accepted (%s)", type(exc).__name__)
+            counters.webhook_rejected(provider, account, "ledger_unavailable")
             return jsonify(error="ledger unavailable, retry later"), 503
+        counters.webhooks_accepted.labels(provider, account, result.status).inc()
         if result.status == "ignored":
             logger.debug("ignored event type %s", event.event_type)
         else:

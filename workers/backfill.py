@@ -60,7 +60,7 @@ def run_backfill(
     except NotImplementedError as exc:
         raise click.ClickException(f"{provider_name} has no list API: {exc}") from None
     except RetryLater as exc:
-        note_rate_limit(runtime.sessions, provider_name, account_name, exc)
+        note_rate_limit(runtime.sessions, provider_name, account_name, exc, "poll")
         raise _stopped(exc.reason) from None
     except CaptureError as exc:
         raise _stopped(exc.reason) from None

@@ -24,6 +24,8 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.logging import log_context
+from config.metrics import metrics
+from config.sentry import report_final_failure
 from ledger import State, accept_refs, claim, finish, release_for_retry
 from ledger.account_state import paused_until
 from ledger.claims import Claim, defer
@@ -32,6 +34,7 @@ from providers.base import Download, Provider
 from providers.errors import (
     CaptureError,
     ConfigurationMissing,
+    CredentialsRefused,
     NothingToCapture,
     PermanentFailure,
     RetryLater,
@@ -66,6 +69,7 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
     with log_context(
         recording=held.id, provider=held.provider, account=held.account, attempt=held.attempt
     ):
+        metrics().captures_started.labels(held.provider, held.account).inc()
         try:
             paused = paused_until(runtime.sessions, held.provider, held.account)
             if paused is not None:
@@ -75,7 +79,8 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
                 return _resolve(runtime, provider, held)
             return _capture_audio(runtime, provider, held)
         except PermanentFailure as exc:
-            return _fail(runtime, held, exc.reason)
+            code = "credentials" if isinstance(exc, CredentialsRefused) else failure_code(exc)
+            return _fail(runtime, held, exc.reason, code)
         except (RetryLater, UrlExpired) as exc:
             if isinstance(exc, RetryLater):
                 note_rate_limit(runtime.sessions, held.provider, held.account, exc)
@@ -101,6 +106,7 @@ def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> Capture
             size, sha256, host = _store_audio(runtime, provider, download, key)
         except (UrlExpired, StreamCut) as exc:
             logger.info("audio download failed, fetching a fresh URL: %s", exc.reason)
+            metrics().url_refreshes.labels(held.provider, held.account).inc()
             last = exc
             continue
         record = _metadata_record(held, download, key, size, sha256, host)
@@ -115,6 +121,7 @@ def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> Capture
             last_error=None,
         )
         logger.info("stored %s bytes sha256=%s", size, sha256[:12])
+        _count_stored(runtime, held, download, key, size)
         return CaptureOutcome(State.STORED)
     assert last is not None
     raise RetryLater(f"{last.reason} (after {settings.url_refreshes} fresh URLs)")
@@ -223,16 +230,72 @@ def _resolved(runtime: Runtime, held: Claim, detail: str) -> CaptureOutcome:
     return CaptureOutcome(State.RESOLVED, detail)
 
 
-def _fail(runtime: Runtime, held: Claim, reason: str) -> CaptureOutcome:
-    finish(runtime.sessions, held, State.FAILED, detail=reason)
-    logger.warning("recording failed permanently: %s", reason)
+def _count_stored(runtime: Runtime, held: Claim, download: Download, key: str, size: int) -> None:
+    """Metrics of a stored recording; ``verified`` when storage reports the object back."""
+    counters = metrics()
+    since = _event_time(download) or held.created_at
+    counters.capture_stored(held.provider, held.account, size, (utcnow() - since).total_seconds())
+    try:
+        stat = runtime.storage.stat(key)
+    except Exception as exc:  # the row is stored; only the check is missing
+        logger.warning("stored object could not be checked (%s)", type(exc).__name__)
+        return
+    if stat is not None and stat.size == size:
+        counters.captures_verified.labels(held.provider, held.account).inc()
+    else:
+        logger.error("stored object is not at its key with %s bytes (found %s)", size, stat)
+
+
+def _event_time(download: Download) -> datetime | None:
+    """When the provider's event happened: the recording's end, if the provider says."""
+    ended = download.metadata.get("ended_at")
+    if isinstance(ended, str):
+        try:
+            ended = datetime.fromisoformat(ended.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(ended, datetime) and ended.tzinfo is not None:
+        return ended
+    return None
+
+
+#: (words in a PermanentFailure's reason, its bounded metrics/Sentry reason), first match wins.
+_FAILURE_CODES = (
+    ("different object", "conflict"),
+    ("exceeds", "size"),
+    ("bytes, the provider said", "size"),
+    ("audio host answered", "permanent"),
+    ("audio host", "refused_host"),
+    ("audio url", "refused_host"),
+    ("plain http refused", "refused_host"),
+    ("not found", "not_found"),
+    ("not listed", "not_found"),
+    ("no longer listed", "not_found"),
+    ("recording is", "unavailable"),
+    ("reported the recording", "unavailable"),
+    ("recording status is", "unavailable"),
+)
+
+
+def failure_code(exc: PermanentFailure) -> str:
+    """The bounded reason (``config.metrics.CAPTURE_FAILURE_REASONS``) of a final failure."""
+    text = exc.reason.lower()
+    return next((code for words, code in _FAILURE_CODES if words in text), "permanent")
+
+
+def _fail(runtime: Runtime, held: Claim, reason: str, code: str) -> CaptureOutcome:
+    if finish(runtime.sessions, held, State.FAILED, detail=reason):  # once per recording
+        logger.warning("recording failed permanently (%s): %s", code, reason)
+        metrics().capture_failed(held.provider, held.account, code)
+        report_final_failure(held.provider, held.account, code, reason, attempt=held.attempt)
     return CaptureOutcome(State.FAILED, reason)
 
 
 def _retry(runtime: Runtime, held: Claim, reason: str, retry_after: float | None) -> CaptureOutcome:
     settings = runtime.settings
     if held.attempt >= settings.max_attempts:
-        return _fail(runtime, held, f"gave up after {held.attempt} attempts: {reason}")
+        reason = f"gave up after {held.attempt} attempts: {reason}"
+        return _fail(runtime, held, reason, "attempts_exhausted")
     delay = backoff_seconds(held.attempt, settings.retry_base_seconds, settings.retry_max_seconds)
     if retry_after is not None:
         delay = min(max(delay, retry_after), settings.retry_max_seconds)

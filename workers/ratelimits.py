@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.metrics import metrics
 from ledger.account_state import pause
 from ledger.models import utcnow
 from providers.errors import RateLimited, RetryLater
@@ -26,10 +27,21 @@ logger = logging.getLogger(__name__)
 
 
 def note_rate_limit(
-    sessions: sessionmaker[Session], provider: str, account: str, exc: RetryLater
+    sessions: sessionmaker[Session],
+    provider: str,
+    account: str,
+    exc: RetryLater,
+    during: str = "capture",
 ) -> datetime | None:
-    """Pause the account if ``exc`` is a 429 with a wait; return until when (or None)."""
-    if not isinstance(exc, RateLimited) or not exc.retry_after:
+    """Pause the account if ``exc`` is a 429 with a wait; return until when (or None).
+
+    Every 429 is counted (``callrec_rate_limited_total``): it is waited out, by the row's
+    backoff or by the account's pause. ``during``: ``capture`` or ``poll``.
+    """
+    if not isinstance(exc, RateLimited):
+        return None
+    metrics().rate_limited.labels(provider, account, during).inc()
+    if not exc.retry_after:
         return None
     until = utcnow() + timedelta(seconds=exc.retry_after)
     try:

@@ -206,7 +206,7 @@ def _poll_holding(runtime: Runtime, provider: Provider, token: str) -> PollOutco
         logger.info("not polled: %s has no list API (%s)", account.provider, exc)
         return failed("unsupported", f"not polled: no list API ({exc})")
     except RetryLater as exc:
-        note_rate_limit(sessions, account.provider, account.name, exc)
+        note_rate_limit(sessions, account.provider, account.name, exc, "poll")
         logger.warning("poll failed, next interval lists the window again: %s", exc.reason)
         return failed("failed", exc.reason)
     except CaptureError as exc:

@@ -13,6 +13,7 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.metrics import configure_metrics
 from config.settings import Settings
 from ledger import make_engine, make_session_factory
 from ledger.publish import SendCapture, publish_and_record
@@ -45,6 +46,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, send_capture: SendCapture) -> Runtime:
+    configure_metrics(settings)
     engine = make_engine(settings.database_url)
     http = new_http_client(settings.http_timeout_seconds)
     return Runtime(

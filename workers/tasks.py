@@ -11,6 +11,7 @@ from celery import Task
 from celery.signals import worker_process_init, worker_ready
 
 from config.logging import log_context
+from config.metrics import start_worker_exporter
 from workers.celery_app import app, settings
 from workers.celery_config import capture_queue, poll_queue
 from workers.runtime import Runtime, build_runtime
@@ -59,6 +60,16 @@ def _clean_partials(**_: Any) -> None:
         return
     if removed:
         logger.info("removed %s partial writes left by interrupted captures", removed)
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """The worker's own /metrics on loopback, when CALLREC_WORKER_METRICS_PORT is set."""
+    try:
+        if start_worker_exporter(settings) is not None:
+            logger.info("worker metrics on 127.0.0.1:%s", settings.worker_metrics_port)
+    except OSError as exc:  # the port is taken: the worker still captures
+        logger.warning("worker metrics exporter not started (%s)", exc)
 
 
 class CallrecTask(Task):
