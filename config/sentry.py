@@ -15,8 +15,17 @@ from config.settings import Settings
 __all__ = ["configure_sentry", "report_final_failure"]
 
 
-def _before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
+def _before_send(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any] | None:
+    if _expected(event):
+        return None
     return redact_value(event)
+
+
+def _expected(event: dict[str, Any]) -> bool:
+    """A stop, not a failure: billiard logs each prefork child ended by SIGTERM at ERROR when
+    the whole process group is told to stop (systemd's default, a test's ``killpg``)."""
+    formatted = (event.get("logentry") or {}).get("formatted") or ""
+    return event.get("logger") == "multiprocessing" and "(SIGTERM)" in formatted
 
 
 def _before_breadcrumb(crumb: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.telnyx",
     "tests.fixtures.callrec",
+    "tests.fixtures.sentry",
 ]

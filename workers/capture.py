@@ -69,11 +69,11 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
     with log_context(
         recording=held.id, provider=held.provider, account=held.account, attempt=held.attempt
     ):
-        metrics().captures_started.labels(held.provider, held.account).inc()
         try:
             paused = paused_until(runtime.sessions, held.provider, held.account)
             if paused is not None:
                 return _defer(runtime, held, paused)
+            metrics().captures_started.labels(held.provider, held.account).inc()
             provider = runtime.accounts.provider(held.provider, held.account)
             if held.kind == "lookup":
                 return _resolve(runtime, provider, held)
