@@ -85,11 +85,12 @@ def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
         if result.status == "ignored":
             logger.debug("ignored event type %s", event.event_type)
         else:
-            logger.info(
-                "webhook %s: %s delivery=%s recordings=%s",
-                event.event_type,
-                result.status,
-                event.delivery_id,
-                result.recording_ids,
-            )
+            with log_context(recordings=result.recording_ids):
+                logger.info(
+                    "webhook %s: %s delivery=%s recordings=%s",
+                    event.event_type,
+                    result.status,
+                    event.delivery_id,
+                    result.recording_ids,
+                )
         return jsonify(status=result.status, recordings=result.recording_ids), 200

@@ -64,7 +64,8 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
     lease = timedelta(seconds=runtime.settings.stuck_after_seconds)
     held = claim(runtime.sessions, recording_id, lease)
     if held is None:
-        logger.debug("recording %s not claimable (final, busy or not due)", recording_id)
+        with log_context(recording=recording_id):
+            logger.debug("recording %s not claimable (final, busy or not due)", recording_id)
         return CaptureOutcome("skipped")
     with log_context(
         recording=held.id, provider=held.provider, account=held.account, attempt=held.attempt

@@ -147,6 +147,7 @@ def _assert_capture_lines_carry_context(log: str) -> None:
     capture_lines = [e for e in entries if e.get("logger") == "workers.capture"]
     assert capture_lines
     for entry in capture_lines:
-        if "not claimable" in entry["msg"]:
-            continue  # before the claim: nothing is known but the ledger id
+        if "not claimable" in entry["msg"]:  # not claimed: only the ledger id is known
+            assert "recording" in entry, entry
+            continue
         assert {"recording", "provider", "account", "attempt", "task_id"} <= entry.keys(), entry
