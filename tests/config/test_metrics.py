@@ -23,6 +23,7 @@ from ledger.models import utcnow
 from providers.base import RecordingRef
 from tests.fixtures.callrec import base_env, settings_from
 from tests.fixtures.metrics import Scrape, scrape
+from tests.workers.test_reconcile import telnyx_env
 from workers.capture import capture
 from workers.runtime import Runtime, build_runtime
 
@@ -61,10 +62,8 @@ def service(
 ) -> Iterator[Service]:
     env = base_env(
         tmp_path,
+        **telnyx_env(telnyx_emulator),
         CALLREC_TELNYX_PUBLIC_KEY=telnyx_signer.public_key_b64,
-        CALLREC_TELNYX_API_KEY=telnyx_emulator.api_key,
-        CALLREC_TELNYX_API_BASE=telnyx_emulator.base_url,
-        CALLREC_TELNYX_AUDIO_HOSTS=telnyx_emulator.audio_host,
         CALLREC_METRICS_MISSING_AFTER_MINUTES="1",
     )
     settings = settings_from(env)
