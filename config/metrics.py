@@ -181,6 +181,7 @@ def configure_metrics(settings: Settings) -> Metrics:
     directory = settings.metrics_dir
     if _State.current is not None and directory == _State.directory:
         return _State.current
+    values.close_all_multiprocess_files()  # the previous configuration's (tests reconfigure)
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
         remove_dead_process_files(directory)
@@ -240,6 +241,7 @@ def start_worker_exporter(settings: Settings) -> Any:
     of the worker's main process (for hosts without a web process); None when off."""
     if not settings.worker_metrics_port or not settings.metrics_dir:
         return None
+    Path(settings.metrics_dir).mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=settings.metrics_dir)
     server, _thread = start_http_server(
