@@ -2,9 +2,10 @@
 
 With ``CALLREC_METRICS_DIR`` set (the default, ``./var/metrics``) every process of a host writes
 its counters and histograms to memory-mapped files there (prometheus_client's multiprocess
-mode); a scrape merges the files of every process. Files left by processes that are gone are
-removed when a process configures metrics (a restart resets their counters, which Prometheus
-treats as a counter reset). Empty: each process keeps its own numbers in memory.
+mode); a scrape merges the files of every process. When a process configures metrics, the
+files of processes that are gone are folded into one archive file per type and deleted, so the
+directory stays small and totals never go backwards. Empty: each process keeps its own numbers
+in memory.
 
 Label values are bounded: ``provider`` and ``account`` are configured accounts (the webhook
 view labels anything else ``unknown``), reasons come from the fixed sets below. Never ids, URLs
@@ -16,7 +17,7 @@ counters: :class:`LedgerCollector` computes them with two grouped queries at scr
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
@@ -202,16 +204,50 @@ def metrics() -> Metrics:
 
 
 def remove_dead_process_files(directory: str) -> int:
-    """Delete the metric files of pids that no longer run; return how many were removed."""
-    removed = 0
-    for path in Path(directory).glob("*.db"):
-        match = _PID_FILE.search(path.name)
-        if match is None or _alive(int(match.group(1))):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed += 1
-    return removed
+    """Fold the counters and histograms of pids that no longer run into ``<type>_archive.db``
+    (so totals never go backwards when a process exits), then delete their files; return how
+    many files were removed. Serialised by a lock file: processes start concurrently."""
+    root = Path(directory)
+    with (root / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        dead = [path for path in sorted(root.glob("*.db")) if _dead(path)]
+        for kind in ("counter", "histogram"):
+            sources = [path for path in dead if path.name.startswith(kind + "_")]
+            if sources:
+                _fold(root / f"{kind}_archive.db", sources)
+        for path in dead:
+            path.unlink(missing_ok=True)
+    return len(dead)
+
+
+def _dead(path: Path) -> bool:
+    match = _PID_FILE.search(path.name)
+    return match is not None and not _alive(int(match.group(1)))
+
+
+def _fold(archive: Path, sources: list[Path]) -> None:
+    """Write ``archive`` + ``sources`` summed into ``archive`` (replaced atomically; the
+    temporary file is not ``*.db``, so a scrape never reads it)."""
+    files = [str(path) for path in (archive, *sources) if path.exists()]
+    merged = MultiProcessCollector.merge(files, accumulate=False)
+    partial = archive.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    out = MmapedDict(str(partial))
+    try:
+        for metric in merged:
+            for sample in metric.samples:
+                labels = sample.labels
+                key = mmap_key(
+                    metric.name,
+                    sample.name,
+                    list(labels),
+                    list(labels.values()),
+                    metric.documentation,
+                )
+                out.write_value(key, sample.value, 0.0)
+    finally:
+        out.close()
+    os.replace(partial, archive)
 
 
 def _alive(pid: int) -> bool:

@@ -285,7 +285,8 @@ class Settings:
         _optional_str,
         _var_path("metrics"),
         "Directory shared by the processes of one host for Prometheus metrics (multiprocess "
-        "mode; files of dead processes are removed at start-up); empty: this process only.",
+        "mode; files of exited processes are folded into an archive at start-up); empty: this "
+        "process only.",
     )
     metrics_missing_after_minutes: int = setting(
         _int(1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,15 +15,16 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from config.metrics import configure_metrics, metrics
+from config.metrics import configure_metrics, remove_dead_process_files
+from config.metrics import scrape as scrape_text
 from emulators.server import LoopbackServer
 from emulators.telnyx import EmulatedRecording, TelnyxEmulator, TelnyxWebhookSigner
 from ingest.app import create_app
 from ledger import Recording, State, accept_refs, migrate
 from ledger.models import utcnow
 from providers.base import RecordingRef
-from tests.fixtures.callrec import base_env, settings_from
-from tests.fixtures.metrics import Scrape, scrape
+from tests.fixtures.callrec import REPO, base_env, settings_from
+from tests.fixtures.metrics import Scrape, parse, scrape
 from tests.workers.test_reconcile import telnyx_env
 from workers.capture import capture
 from workers.runtime import Runtime, build_runtime
@@ -152,15 +154,39 @@ def test_rows_not_stored_after_the_setting_are_expected_but_missing(
     assert got.value("callrec_ledger_oldest_pending_age_seconds", **TD) >= 120
 
 
-def test_files_of_dead_processes_are_removed_at_start_up(tmp_path: Path) -> None:
-    settings = settings_from(base_env(tmp_path))
+CHILD = """
+from config.metrics import configure_metrics, remove_dead_process_files
+from config.metrics import scrape as scrape_text
+from config.settings import load_settings
+
+counters = configure_metrics(load_settings())
+counters.captures_started.labels("telnyx", "default").inc(2)
+counters.capture_stored("telnyx", "default", 100, 3.0)
+"""
+
+
+def test_counts_of_exited_processes_are_folded_into_an_archive_not_lost(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    settings = settings_from(env)
     directory = Path(str(settings.metrics_dir))
-    directory.mkdir(parents=True)
-    dead_pid = subprocess.Popen(["true"])
-    dead_pid.wait()
-    dead = directory / f"counter_{dead_pid.pid}.db"
-    dead.write_bytes(b"")
+    child_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    for _round in range(2):  # two processes count, exit, and a starting process cleans up
+        subprocess.run([sys.executable, "-c", CHILD], env=child_env, check=True, timeout=60)
+        assert (
+            len(list(directory.glob("counter_*.db")))
+            == 1 + (directory / "counter_archive.db").exists()
+        )
+        assert remove_dead_process_files(str(directory)) == 2  # its counter and histogram files
+    assert sorted(p.name for p in directory.glob("*.db")) == [
+        "counter_archive.db",
+        "histogram_archive.db",
+    ]
     configure_metrics(settings)
-    metrics().captures_started.labels("telnyx", "default").inc()
-    assert not dead.exists()
-    assert [p.name for p in directory.glob("*.db")] == [f"counter_{os.getpid()}.db"]
+    got = parse(scrape_text(settings).decode())
+    assert got.value("callrec_captures_started_total", **TD) == 4
+    assert got.value("callrec_captures_stored_total", **TD) == 2
+    assert got.value("callrec_stored_bytes_total", **TD) == 200
+    assert got.value("callrec_event_to_stored_seconds_count", **TD) == 2
+    assert got.value("callrec_event_to_stored_seconds_bucket", **TD, le="2.5") == 0
+    assert got.value("callrec_event_to_stored_seconds_bucket", **TD, le="5.0") == 2
+    assert got.value("callrec_event_to_stored_seconds_sum", **TD) == 6.0
