@@ -88,6 +88,8 @@ def test_metrics_after_a_known_sequence_of_events(
     forged = service.signer.headers(b"another body")
     assert service.announce(stored, headers=forged) == 401
     assert httpx.post(f"{service.web}/webhooks/telnyx/nobody", content=b"{}").status_code == 404
+    too_big = b" " * (service.runtime.settings.max_body_bytes + 1)
+    assert httpx.post(f"{service.web}/webhooks/telnyx", content=too_big).status_code == 413
 
     telnyx_emulator.inject("audio", "expired")  # one URL refresh, then stored
     assert capture(service.runtime, service.row_id(stored.id)).state == State.STORED
@@ -102,10 +104,11 @@ def test_metrics_after_a_known_sequence_of_events(
     assert capture(service.runtime, limited_id).state == State.RETRYING
 
     got = service.scrape()
-    assert got.value("callrec_webhooks_received_total", **TD) == 3
+    assert got.value("callrec_webhooks_received_total", **TD) == 4
     assert got.value("callrec_webhooks_received_total", provider="unknown", account="unknown") == 1
     assert got.value("callrec_webhooks_accepted_total", **TD, result="accepted") == 2
     assert got.value("callrec_webhooks_rejected_total", **TD, reason="signature") == 1
+    assert got.value("callrec_webhooks_rejected_total", **TD, reason="too_large") == 1
     assert (
         got.value(
             "callrec_webhooks_rejected_total",
