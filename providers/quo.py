@@ -295,11 +295,14 @@ class QuoProvider(Provider):
            by a backfill of its window, or by its webhook).
 
         Cost: one request per conversation page, one per (line, participant) (more for pages of
-        calls), paced at 10 requests/s per key; a page failing with a short ``Retry-After``
-        (429) or a 5xx is retried in the walk, a longer wait is raised (``RateLimited``: the
-        reconciler pauses the account). Phone numbers are sent as query parameters only; they
-        are in no hint, log line or error reason. Calls of group conversations (several
-        participants) are asked for per participant, which Quo's 1:1-only filter may not list.
+        calls), paced under Quo's 10 requests/s per key; a conversation whose calls Quo refuses
+        (a 4xx other than 401/403, e.g. a participant that is not E.164) is skipped with a
+        warning rather than failing every poll of the account; a page failing with a short
+        ``Retry-After`` (429) or a 5xx is retried in the walk, a longer wait is raised
+        (``RateLimited``: the reconciler pauses the account). Phone numbers are sent as query
+        parameters only; they are in no hint, log line or error reason. Calls of group
+        conversations (several participants) are asked for per participant, which Quo's
+        1:1-only filter may not list.
         """
         since, until = _checked_window(since, until)
         calls_after = _iso(since - LONG_CALL_LOOKBACK)
