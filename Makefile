@@ -22,6 +22,11 @@ test: $(VENV)/.installed
 	$(BIN)/mypy config providers ledger ingest workers storage emulators callrec_cli.py
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## demo: the emulators and callrec in ./var/demo, signed webhooks, recordings on disk (Ctrl-C stops)
+.PHONY: demo
+demo: $(VENV)/.installed
+	PATH="$(BIN):$$PATH" $(BIN)/python -m emulators.demo
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -45,6 +45,17 @@ def _optional_digits(raw: str) -> str | None:
     return value or None
 
 
+def _basic_auth(raw: str) -> str | None:
+    """``user:password`` (both non-empty; the password may hold ``:``), or empty for none."""
+    value = raw.strip()
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not (sep and user and password):
+        raise ValueError("expected user:password with both parts non-empty")
+    return value
+
+
 def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
@@ -213,6 +224,13 @@ class Settings:
     )
     max_body_bytes: int = setting(
         _int(1024), str(256 * 1024), "Largest webhook body accepted; larger gets 413."
+    )
+    status_basic_auth: str | None = setting(
+        _basic_auth,
+        "",
+        "`user:password` of the web status page `/status` (HTTP basic auth); empty turns the "
+        "page off (404).",
+        secret=True,
     )
     poll_interval_seconds: int = setting(
         _int(10),

@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings
 from ingest.health import health
+from ingest.status import status
 from ingest.webhooks import webhooks
 from ledger import make_engine, make_session_factory
 from ledger.group_commit import GroupCommitter
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> Flask:
         )
     app.register_blueprint(webhooks)
     app.register_blueprint(health)
+    app.register_blueprint(status)  # /status: off (404) unless CALLREC_STATUS_BASIC_AUTH
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
