@@ -151,6 +151,15 @@ def _broker_url(raw: str) -> str:
     return value
 
 
+def _basic_auth(raw: str) -> str | None:
+    value = raw.strip()
+    for pair in filter(None, value.split(",")):
+        user, colon, password = pair.partition(":")
+        if not colon or not user.strip() or not password:
+            raise ValueError("expected user:password (comma-separated for several)")
+    return value or None
+
+
 def _var_path(*parts: str) -> Callable[[], str]:
     """A default under ``./var`` of the working directory (the embedded mode)."""
     return lambda: str(Path.cwd().joinpath("var", *parts))
@@ -213,6 +222,18 @@ class Settings:
     )
     max_body_bytes: int = setting(
         _int(1024), str(256 * 1024), "Largest webhook body accepted; larger gets 413."
+    )
+    readyz_timeout_seconds: float = setting(
+        _float(0.1),
+        "2",
+        "Time limit of each `/readyz` check (ledger, broker, storage); slower counts as down.",
+    )
+    flower_basic_auth: str | None = setting(
+        _basic_auth,
+        "",
+        "Flower's HTTP basic auth, `user:password` (comma-separated for several); required "
+        "when Flower listens on a non-loopback address.",
+        secret=True,
     )
     poll_interval_seconds: int = setting(
         _int(10),
