@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from callrec_commands.common import ledger_sessions, moment
 from callrec_commands.common import settings as cli_settings
+from callrec_commands.flower import flower
 from callrec_commands.keys import keys
 from callrec_commands.redrive import redrive
 from callrec_commands.status import status
@@ -154,7 +155,7 @@ def backfill(provider: str, account: str, since: datetime, until: datetime, dry_
     run_backfill(get_runtime(), provider, account, since, until, dry_run=dry_run)
 
 
-for _command in (status, redrive, verify, keys):
+for _command in (status, redrive, verify, keys, flower):
     main.add_command(_command)
 
 if __name__ == "__main__":
