@@ -271,6 +271,12 @@ class Settings:
     task_time_limit_seconds: int = setting(
         _int(2), "540", "Hard time limit of one capture attempt (the soft limit is 10% earlier)."
     )
+    shutdown_grace_seconds: float = setting(
+        _float(0.0),
+        "8",
+        "On a worker's SIGTERM, how long running captures may go on before they are released "
+        "to another worker (set below your stop timeout, e.g. docker's 10 s).",
+    )
     broker_visibility_timeout_seconds: int = setting(
         _int(10),
         "900",
