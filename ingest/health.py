@@ -85,7 +85,7 @@ def readyz() -> Any:
 
     def broker() -> None:
         with current.celery.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
 
     def storage() -> None:
         store.check()
