@@ -87,7 +87,7 @@ def test_redrive_one_failed_row(seeded: Seeded) -> None:
     assert "re-driven by" in seeded.run("show", str(row_id)).output
 
 
-def test_redrive_refuses_stored_fetching_and_unknown_rows(seeded: Seeded) -> None:
+def test_redrive_refuses_stored_and_unknown_rows(seeded: Seeded) -> None:
     seeded.stored("rec-stored")
     with seeded.sessions() as session:
         stored_id = session.execute(
