@@ -19,7 +19,7 @@ run: $(VENV)/.installed
 ## test: lint and type-check, then every test (server tests skip locally when a server is missing; never in CI)
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy config providers ledger ingest workers storage emulators callrec_cli.py
+	$(BIN)/mypy config providers ledger ingest workers storage emulators callrec_cli.py callrec_commands
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## demo: the emulators and callrec in ./var/demo, signed webhooks, recordings on disk (Ctrl-C stops)
