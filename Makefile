@@ -19,8 +19,13 @@ run: $(VENV)/.installed
 ## test: lint and type-check, then every test (server tests skip locally when a server is missing; never in CI)
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy config providers ledger ingest workers storage emulators callrec_cli.py
+	$(BIN)/mypy config providers ledger ingest workers storage emulators callrec_cli.py callrec_commands
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## demo: the emulators and callrec in ./var/demo, signed webhooks, recordings on disk (Ctrl-C stops)
+.PHONY: demo
+demo: $(VENV)/.installed
+	PATH="$(BIN):$$PATH" $(BIN)/python -m emulators.demo
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -45,6 +45,17 @@ def _optional_digits(raw: str) -> str | None:
     return value or None
 
 
+def _basic_auth(raw: str) -> str | None:
+    """``user:password`` (both non-empty; the password may hold ``:``), or empty for none."""
+    value = raw.strip()
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not (sep and user and password):
+        raise ValueError("expected user:password with both parts non-empty")
+    return value
+
+
 def _int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
@@ -151,6 +162,16 @@ def _broker_url(raw: str) -> str:
     return value
 
 
+def _basic_auth_list(raw: str) -> str | None:
+    """One or more ``user:password`` pairs, comma-separated (Flower's format), or empty."""
+    value = raw.strip()
+    for pair in filter(None, value.split(",")):
+        user, colon, password = pair.partition(":")
+        if not colon or not user.strip() or not password:
+            raise ValueError("expected user:password (comma-separated for several)")
+    return value or None
+
+
 def _var_path(*parts: str) -> Callable[[], str]:
     """A default under ``./var`` of the working directory (the embedded mode)."""
     return lambda: str(Path.cwd().joinpath("var", *parts))
@@ -214,6 +235,25 @@ class Settings:
     max_body_bytes: int = setting(
         _int(1024), str(256 * 1024), "Largest webhook body accepted; larger gets 413."
     )
+    status_basic_auth: str | None = setting(
+        _basic_auth,
+        "",
+        "`user:password` of the web status page `/status` (HTTP basic auth); empty turns the "
+        "page off (404).",
+        secret=True,
+    )
+    readyz_timeout_seconds: float = setting(
+        _float(0.1),
+        "2",
+        "Time limit of each `/readyz` check (ledger, broker, storage); slower counts as down.",
+    )
+    flower_basic_auth: str | None = setting(
+        _basic_auth_list,
+        "",
+        "Flower's HTTP basic auth, `user:password` (comma-separated for several); required "
+        "when Flower listens on a non-loopback address.",
+        secret=True,
+    )
     poll_interval_seconds: int = setting(
         _int(10),
         "300",
@@ -249,6 +289,12 @@ class Settings:
     )
     task_time_limit_seconds: int = setting(
         _int(2), "540", "Hard time limit of one capture attempt (the soft limit is 10% earlier)."
+    )
+    shutdown_grace_seconds: float = setting(
+        _float(0.0),
+        "8",
+        "On a worker's SIGTERM, how long running captures may go on before they are released "
+        "to another worker (set below your stop timeout, e.g. docker's 10 s).",
     )
     broker_visibility_timeout_seconds: int = setting(
         _int(10),

@@ -8,6 +8,21 @@ What it serves (one loopback port; seed ``002`` and providers.md §2):
   exactly (no Bearer: "The Quo API does not use a Bearer token"), else 401. A call id not
   matching ``^AC(.*)$`` is a 400 with ``errors[]``; an unknown call a 404 "Call not found".
   Error bodies follow the OpenAPI: ``{message, code, status, docs, title, trace}``.
+- ``GET /v1/conversations`` — every conversation, most recent activity first; ``maxResults``
+  (1 to 100, default 10), ``pageToken`` → ``nextPageToken``, ``totalItems``; filters
+  ``phoneNumbers[]`` (``PN…`` ids only: the emulator knows no E.164 number of its own lines),
+  ``userId``, ``createdAfter``/``createdBefore``, ``updatedAfter``/``updatedBefore`` (ISO 8601,
+  both bounds exclusive), ``excludeInactive`` (accepted; every conversation here is active).
+  Conversations are derived from the calls held: one per (phone number id, participant), created
+  at its first call, its ``updatedAt``/``lastActivityAt`` the latest start or end of its calls
+  or of an activity added with :meth:`QuoEmulator.add_activity` (a message, say). That a call's
+  end moves its conversation's activity is this emulator's assumption (UNCONFIRMED at Quo).
+- ``GET /v1/calls`` — ``phoneNumberId`` and ``participants`` (exactly one) are required, else a
+  400 validation error ``{message, docs, title, errors: [{path, message, value, schema}]}``
+  (the participant must be E.164; ``value`` echoes what was sent, numbers included);
+  ``userId``, ``createdAfter``/``createdBefore`` (exclusive), ``maxResults`` (1 to 100, default
+  10), ``pageToken`` → ``nextPageToken``, ``totalItems``; newest first. Page tokens are opaque
+  and bound to their query (another query with it is a 400).
 - Rate limit: "Each API key may make up to 10 requests per second" — enforced per key over a
   sliding second: the 11th gets 429 with ``Retry-After: 1``. Quo documents neither the 429 body
   nor its headers (UNCONFIRMED); the body here follows the other error bodies.
@@ -23,6 +38,7 @@ library) deliveries and posts them.
 from __future__ import annotations
 
 import base64
+import binascii
 import collections
 import hashlib
 import hmac
@@ -37,6 +53,7 @@ from typing import Any, Literal
 
 import httpx
 from standardwebhooks import Webhook
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request, Response
 
 from emulators.audio import MP3_PREFIX, AudioSource
@@ -45,6 +62,7 @@ from emulators.base import json_response as _json
 from emulators.media import MediaFile, PresignedMedia, iso_ms
 
 __all__ = [
+    "CALL_STATUSES",
     "STATUSES",
     "QuoCall",
     "QuoEmulator",
@@ -68,6 +86,16 @@ STATUSES = frozenset(
     }
 )
 _CALL_RE = re.compile(r"/v1/call-recordings/([^/]*)")
+# Call statuses of the OpenAPI; a call in one of LIVE_STATUSES has no ``completedAt`` yet.
+CALL_STATUSES = frozenset(
+    {
+        "queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed",
+        "no-answer", "canceled", "missed", "answered", "forwarded", "abandoned",
+    }
+)  # fmt: skip
+LIVE_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
+MAX_RESULTS = 100
+_E164_RE = re.compile(r"\+[1-9][0-9]{1,14}")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 DOCS = "https://openphone.com/docs"
 
@@ -124,13 +152,44 @@ class QuoRecording:
 
 @dataclass
 class QuoCall:
-    """A call and its recordings, oldest segment first."""
+    """A call between one of our lines (``phone_number_id``) and one ``participant``, and its
+    recordings, oldest segment first. ``completed_at`` is None while the call is live."""
 
     id: str
     created_at: datetime
-    completed_at: datetime
+    completed_at: datetime | None
     recordings: list[QuoRecording] = field(default_factory=list)
     direction: str = "incoming"
+    status: str = "completed"
+    phone_number_id: str = "PNtoDbDhuz"
+    participant: str = "+18005550100"
+    user_id: str = "USu5AsEHuQ"
+
+    def item(self) -> dict[str, Any]:
+        """The ``GET /v1/calls`` item."""
+        ended = self.completed_at
+        return {
+            "answeredAt": iso_ms(self.created_at + timedelta(seconds=4)),
+            "answeredBy": self.user_id,
+            "initiatedBy": None,
+            "direction": self.direction,
+            "status": self.status,
+            "completedAt": iso_ms(ended) if ended else None,
+            "createdAt": iso_ms(self.created_at),
+            "duration": int((ended - self.created_at).total_seconds()) if ended else 0,
+            "forwardedFrom": None,
+            "forwardedTo": None,
+            "id": self.id,
+            "phoneNumberId": self.phone_number_id,
+            "participants": [self.participant],
+            "updatedAt": iso_ms(ended or self.created_at),
+            "userId": self.user_id,
+        }
+
+    @property
+    def activity(self) -> datetime:
+        """When the call last moved its conversation's activity (its end, else its start)."""
+        return self.completed_at or self.created_at
 
 
 class QuoEmulator(Emulator):
@@ -152,6 +211,7 @@ class QuoEmulator(Emulator):
         self._calls: dict[str, QuoCall] = {}
         self._recordings: dict[str, QuoRecording] = {}
         self._recent: dict[str, collections.deque[float]] = {}
+        self._activity: dict[tuple[str, str], datetime] = {}
 
     @property
     def base_url(self) -> str:
@@ -168,13 +228,31 @@ class QuoEmulator(Emulator):
         size: int = 32768,
         status: str = "completed",
         duration: int = 60,
+        created_at: datetime | None = None,
+        call_status: str = "completed",
+        phone_number_id: str = "PNtoDbDhuz",
+        participant: str = "+18005550100",
+        user_id: str = "USu5AsEHuQ",
     ) -> QuoCall:
-        """A finished call with ``segments`` recordings (0 for an unrecorded call)."""
-        ended = datetime.now(UTC).replace(microsecond=0)
+        """A call with ``segments`` recordings (0 for an unrecorded call) in ``status``.
+
+        Without ``created_at`` the call ends now; with it, it ends ``segments`` recordings
+        later. A ``call_status`` in ``LIVE_STATUSES`` leaves it live (no ``completedAt``)
+        until :meth:`finish_call`.
+        """
+        if call_status not in CALL_STATUSES:
+            raise ValueError(f"unknown call status {call_status!r}")
+        length = timedelta(seconds=(duration + 5) * max(segments, 1))
+        if created_at is None:
+            created_at = datetime.now(UTC).replace(microsecond=0) - length
         call = QuoCall(
             id=call_id or _new_id("AC", 32),
-            created_at=ended - timedelta(seconds=(duration + 5) * max(segments, 1)),
-            completed_at=ended,
+            created_at=created_at,
+            completed_at=None if call_status in LIVE_STATUSES else created_at + length,
+            status=call_status,
+            phone_number_id=phone_number_id,
+            participant=participant,
+            user_id=user_id,
         )
         with self._lock:
             if call.id in self._calls:
@@ -183,6 +261,19 @@ class QuoEmulator(Emulator):
         for _ in range(segments):
             self.add_recording(call.id, status=status, size=size, duration=duration)
         return call
+
+    def finish_call(self, call_id: str, at: datetime | None = None) -> None:
+        """End a live call (``completed``) at ``at`` (default now)."""
+        with self._lock:
+            call = self._calls[call_id]
+            call.status = "completed"
+            call.completed_at = at or datetime.now(UTC).replace(microsecond=0)
+
+    def add_activity(self, phone_number_id: str, participant: str, at: datetime) -> None:
+        """Other activity (a message, say) in a conversation: it moves ``updatedAt`` only."""
+        with self._lock:
+            key = (phone_number_id, participant)
+            self._activity[key] = max(at, self._activity.get(key, at))
 
     def add_recording(
         self, call_id: str, *, status: str = "completed", size: int = 32768, duration: int = 60
@@ -251,24 +342,19 @@ class QuoEmulator(Emulator):
             return self._too_many("1")
         if not hmac.compare_digest(key.encode(), self.api_key.encode()):
             return _json(error_body(401, "Unauthorized", "Invalid API key"), 401)
+        lists = {"/v1/conversations": self._conversations, "/v1/calls": self._calls_page}
         match = _CALL_RE.fullmatch(request.path)
-        if match is None:
+        if match is None and request.path not in lists:
             return _json(error_body(404, "Not Found", "Not found"), 404)
         if request.method not in ("GET", "HEAD"):
             return _json(error_body(405, "Method Not Allowed", "Method not allowed"), 405)
+        if match is None:
+            return lists[request.path](_Query(request.args))
         return self._call_recordings(match.group(1))
 
     def _call_recordings(self, call_id: str) -> Response:
         if not call_id.startswith("AC"):
-            problem = {
-                "path": "/callId",
-                "message": "Expected string to match '^AC(.*)$'",
-                "value": call_id,
-                "schema": {"type": "string"},
-            }
-            body = error_body(400, "Bad Request", "Invalid request", errors=[problem])
-            body.pop("trace")
-            return _json(body, 400)
+            return _invalid([_problem("/callId", "Expected string to match '^AC(.*)$'", call_id)])
         call = self.get_call(call_id)
         if call is None:
             return _json(error_body(404, "Not Found", "Call not found"), 404)
@@ -276,6 +362,72 @@ class QuoEmulator(Emulator):
             recordings = list(call.recordings)
         items = [rec.item(self.presign(rec.id)) for rec in recordings]
         return _json({"data": items}, 200)
+
+    def _conversations(self, query: _Query) -> Response:
+        """``GET /v1/conversations``: one per (line, participant), latest activity first."""
+        lines = set(query.many("phoneNumbers"))
+        user = query.args.get("userId")
+        created = query.window("createdAfter", "createdBefore")
+        updated = query.window("updatedAfter", "updatedBefore")
+        size = query.max_results()
+        if query.problems:
+            return _invalid(query.problems)
+        with self._lock:
+            calls = list(self._calls.values())
+            activity = dict(self._activity)
+        groups: dict[tuple[str, str], list[QuoCall]] = {}
+        for call in calls:
+            groups.setdefault((call.phone_number_id, call.participant), []).append(call)
+        items = []
+        for (line, participant), group in groups.items():
+            first = min(c.created_at for c in group)
+            last_call = max(group, key=lambda c: c.activity)
+            last = max(last_call.activity, activity.get((line, participant), first))
+            users = {c.user_id for c in group}
+            wanted = (not lines or line in lines) and (not user or user in users)
+            if not (wanted and _within(first, created) and _within(last, updated)):
+                continue
+            key = hashlib.sha256(f"{line}|{participant}".encode()).hexdigest()[:32]
+            items.append({
+                "assignedTo": None, "createdAt": iso_ms(first), "deletedAt": None,
+                "id": f"CN{key}", "lastActivityAt": iso_ms(last), "lastActivityId": last_call.id,
+                "mutedUntil": None, "name": None, "participants": [participant],
+                "phoneNumberId": line, "snoozedUntil": None, "updatedAt": iso_ms(last),
+            })  # fmt: skip
+        items.sort(key=lambda c: (c["lastActivityAt"], c["id"]), reverse=True)
+        return _page(query, "conversations", items, size)
+
+    def _calls_page(self, query: _Query) -> Response:
+        """``GET /v1/calls``: one line's calls with one participant, newest first."""
+        line = query.args.get("phoneNumberId")
+        participants = query.many("participants")
+        if not line:
+            query.problems.append(_problem("/phoneNumberId", "Expected required property", None))
+        if len(participants) != 1:
+            message = (
+                "Expected required property"
+                if not participants
+                else ("Expected array to contain exactly 1 item")
+            )
+            query.problems.append(_problem("/participants", message, participants or None))
+        elif not _E164_RE.fullmatch(participants[0]):
+            message = "Expected string to be a phone number in E.164 format"
+            query.problems.append(_problem("/participants/0", message, participants[0]))
+        user = query.args.get("userId")
+        created = query.window("createdAfter", "createdBefore")
+        size = query.max_results()
+        if query.problems:
+            return _invalid(query.problems)
+        with self._lock:
+            calls = [
+                c
+                for c in self._calls.values()
+                if (c.phone_number_id, [c.participant]) == (line, participants)
+                and (not user or c.user_id == user)
+                and _within(c.created_at, created)
+            ]
+        calls.sort(key=lambda c: (c.created_at, c.id), reverse=True)
+        return _page(query, "calls", [c.item() for c in calls], size)
 
     def _over_limit(self, key: str) -> bool:
         """Count this request against ``key``; True when it is past ``rate_limit`` per second."""
@@ -295,6 +447,89 @@ class QuoEmulator(Emulator):
     def _too_many(retry_after: str) -> Response:
         body = error_body(429, "Too Many Requests", "Rate limit exceeded: 10 requests per second")
         return _json(body, 429, {"Retry-After": retry_after})
+
+
+# -- list queries -----------------------------------------------------------------------------
+
+Window = tuple[datetime | None, datetime | None]
+
+
+class _Query:
+    """A list request's query, its problems collected as Quo's validation ``errors[]``."""
+
+    def __init__(self, args: MultiDict[str, str]) -> None:
+        self.args = args
+        self.problems: list[dict[str, Any]] = []
+
+    def many(self, name: str) -> list[str]:
+        """An array parameter, sent as ``name=…`` or ``name[]=…`` (repeated)."""
+        return self.args.getlist(name) + self.args.getlist(f"{name}[]")
+
+    def window(self, after: str, before: str) -> Window:
+        return self._time(after), self._time(before)
+
+    def _time(self, name: str) -> datetime | None:
+        raw = self.args.get(name)
+        if raw is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            self.problems.append(_problem(f"/{name}", "Expected string to be a date-time", raw))
+            return None
+        return moment
+
+    def max_results(self) -> int:
+        raw = self.args.get("maxResults", "10")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_RESULTS:
+            message = f"Expected integer to be between 1 and {MAX_RESULTS}"
+            self.problems.append(_problem("/maxResults", message, raw))
+            return 0
+        return int(raw)
+
+
+def _within(moment: datetime, window: Window) -> bool:
+    """Both bounds exclusive ("after", "before")."""
+    after, before = window
+    return (after is None or moment > after) and (before is None or moment < before)
+
+
+def _problem(path: str, message: str, value: Any) -> dict[str, Any]:
+    return {"path": path, "message": message, "value": value, "schema": {"type": "string"}}
+
+
+def _invalid(problems: list[dict[str, Any]]) -> Response:
+    """Quo's validation error: 400 with ``errors[]`` and no ``trace``."""
+    body = error_body(400, "Bad Request", "Invalid request", errors=problems)
+    body.pop("trace")
+    return _json(body, 400)
+
+
+def _page(query: _Query, scope: str, items: list[dict[str, Any]], size: int) -> Response:
+    """One page of ``items`` from the query's ``pageToken`` (an opaque offset bound to the
+    query: a token from another query is a 400)."""
+    bound = sorted((k, v) for k, v in query.args.items(multi=True) if k not in _PAGING)
+    digest = hashlib.sha256(json.dumps([scope, bound]).encode()).hexdigest()[:16]
+    offset = 0
+    token = query.args.get("pageToken")
+    if token:
+        try:
+            offset, token_digest = json.loads(base64.urlsafe_b64decode(token.encode()))
+        except (ValueError, TypeError, binascii.Error):
+            token_digest = None
+        if token_digest != digest or not isinstance(offset, int) or offset < 0:
+            return _invalid([_problem("/pageToken", "Invalid page token", token)])
+    end = offset + size
+    next_token = None
+    if end < len(items):
+        next_token = base64.urlsafe_b64encode(json.dumps([end, digest]).encode()).decode()
+    body = {"data": items[offset:end], "totalItems": len(items), "nextPageToken": next_token}
+    return _json(body, 200)
+
+
+_PAGING = ("pageToken", "maxResults")
 
 
 # -- webhooks ---------------------------------------------------------------------------------
@@ -323,20 +558,20 @@ def call_event_body(
     resource = {
         "id": call.id,
         "object": "call",
-        "from": "+18005550100",
-        "to": "+18885550101",
+        "from": call.participant if call.direction == "incoming" else "+18885550101",
+        "to": "+18885550101" if call.direction == "incoming" else call.participant,
         "direction": call.direction,
         "media": [
             {"url": f"{media_base}/{rec.id}.mp3", "type": "audio/mpeg", "duration": rec.duration}
             for rec in call.recordings
         ],
         "voicemail": None,
-        "status": "completed",
+        "status": call.status,
         "createdAt": iso_ms(call.created_at),
         "answeredAt": iso_ms(call.created_at + timedelta(seconds=4)),
-        "completedAt": iso_ms(call.completed_at),
-        "userId": "USu5AsEHuQ",
-        "phoneNumberId": "PNtoDbDhuz",
+        "completedAt": iso_ms(call.completed_at) if call.completed_at else None,
+        "userId": call.user_id,
+        "phoneNumberId": call.phone_number_id,
         "conversationId": _new_id("CN", 32),
     }  # fmt: skip
     envelope: dict[str, Any] = {

@@ -16,6 +16,7 @@ from config.metrics import configure_metrics
 from config.settings import Settings
 from ingest.health import health
 from ingest.metrics import metrics_view
+from ingest.status import status
 from ingest.webhooks import webhooks
 from ledger import make_engine, make_session_factory
 from ledger.group_commit import GroupCommitter
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> Flask:
     app.register_blueprint(webhooks)
     app.register_blueprint(health)
     app.register_blueprint(metrics_view)
+    app.register_blueprint(status)  # /status: off (404) unless CALLREC_STATUS_BASIC_AUTH
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from providers.errors import CredentialsRefused, PermanentFailure, RateLimited, RetryLater
 
-__all__ = ["ApiClient", "new_http_client", "retry_after_seconds"]
+__all__ = ["ApiClient", "new_http_client", "retry_after_seconds", "retry_briefly"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 
@@ -128,3 +133,34 @@ class ApiClient:
         if status in (404, 410):
             raise PermanentFailure(f"not found at the provider ({reason})")
         raise PermanentFailure(f"API {reason}")
+
+
+def retry_briefly(
+    call: Callable[[], T],
+    what: str,
+    *,
+    attempts: int,
+    base_wait: float,
+    max_wait: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``call()``, retried on ``RetryLater`` up to ``attempts`` times in all, so one failed page
+    does not restart a whole listing.
+
+    Each wait is the error's ``retry_after`` (the provider's ``Retry-After``), else
+    ``base_wait`` doubled per attempt. A wait longer than ``max_wait``, or the last attempt's
+    failure, is raised: the caller's own path (an account pause, the next poll) waits it out.
+    ``what`` names the request in the log line; it must hold no secret or phone number.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except RetryLater as exc:
+            wait = exc.retry_after
+            if wait is None:
+                wait = base_wait * 2 ** (attempt - 1)
+            if attempt == attempts or wait > max_wait:
+                raise
+            logger.info("%s failed (%s), retrying in %.1fs", what, exc.reason, wait)
+            sleep(wait)
+    raise ValueError("attempts must be >= 1")

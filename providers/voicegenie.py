@@ -52,7 +52,7 @@ from providers.errors import (
     RetryLater,
     WebhooksNotOffered,
 )
-from providers.http import ApiClient
+from providers.http import ApiClient, retry_briefly
 
 __all__ = ["VoiceGenieProvider"]
 
@@ -189,23 +189,14 @@ class VoiceGenieProvider(Provider):
         self, api: ApiClient, params: Mapping[str, Any]
     ) -> tuple[list[Mapping[str, Any]], int]:
         """One page, retried up to ``PAGE_ATTEMPTS`` times so a walk survives a failed page."""
-        for attempt in range(1, PAGE_ATTEMPTS + 1):
-            try:
-                return _page_body(api.get_json(LIST_PATH, {**params, "limit": self.page_limit}))
-            except RetryLater as exc:
-                wait = exc.retry_after
-                if wait is None:
-                    wait = PAGE_RETRY_WAIT_SECONDS * 2 ** (attempt - 1)
-                if attempt == PAGE_ATTEMPTS or wait > PAGE_RETRY_MAX_WAIT_SECONDS:
-                    raise
-                logger.info(
-                    "VoiceGenie page %s failed (%s), retrying in %.1fs",
-                    params["page"],
-                    exc.reason,
-                    wait,
-                )
-                self._sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return retry_briefly(
+            lambda: _page_body(api.get_json(LIST_PATH, {**params, "limit": self.page_limit})),
+            f"VoiceGenie page {params['page']}",
+            attempts=PAGE_ATTEMPTS,
+            base_wait=PAGE_RETRY_WAIT_SECONDS,
+            max_wait=PAGE_RETRY_MAX_WAIT_SECONDS,
+            sleep=self._sleep,
+        )
 
     def _find(self, recording_id: str, hints: Mapping[str, Any]) -> Mapping[str, Any]:
         """The recording's current list item (fresh ``recording_url``), by the narrowest search."""

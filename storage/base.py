@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 __all__ = ["ObjectExists", "ObjectStat", "Storage", "StorageError", "StorageUnavailable"]
@@ -41,6 +42,8 @@ class StorageUnavailable(StorageError):
 class ObjectStat:
     key: str
     size: int
+    #: When the object was written (listing only; None from ``stat``).
+    modified: datetime | None = None
 
 
 class Storage(Protocol):
@@ -63,4 +66,14 @@ class Storage(Protocol):
 
     def clean_partials(self, older_than_seconds: float) -> int:
         """Remove leftovers of interrupted writes older than the given age; return the count."""
+        ...
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """Every complete object whose key starts with ``prefix`` (``""`` or ending in ``/``),
+        streamed (bounded memory: one directory or one listing page at a time), never partial
+        writes. Raises ``StorageUnavailable``."""
+        ...
+
+    def check(self) -> None:
+        """Raise ``StorageUnavailable`` unless the backend answers and the root/bucket exists."""
         ...

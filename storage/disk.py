@@ -13,12 +13,13 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISREG
 from typing import BinaryIO
 
 from .base import ObjectExists, ObjectStat, StorageUnavailable
-from .keys import check_key
+from .keys import check_key, check_prefix
 
 __all__ = ["PARTIAL_DIR", "DiskStorage"]
 
@@ -190,3 +191,38 @@ class DiskStorage:
         if removed:
             logger.info("removed %d partial write(s) from %s", removed, self._partial)
         return removed
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """Files under ``prefix``, depth first, each directory's entries sorted; never
+        ``.partial/``. Memory: the entries of the directories on the current path."""
+        check_prefix(prefix)
+        start = self._path(prefix.rstrip("/")) if prefix else self.root
+        return self._walk(start, prefix)
+
+    def _walk(self, directory: str, key_prefix: str) -> Iterator[ObjectStat]:
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot list {directory}: {exc}") from exc
+        for entry in entries:
+            if not key_prefix and entry.name == PARTIAL_DIR:
+                continue
+            key = key_prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    yield from self._walk(entry.path, key + "/")
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                    yield ObjectStat(key=key, size=st.st_size, modified=modified)
+            except FileNotFoundError:
+                continue  # removed while listing
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot list {entry.path}: {exc}") from exc
+
+    def check(self) -> None:
+        if not os.path.isdir(self.root) or not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"{self.root} is not a writable directory")

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 
-__all__ = ["check_key", "metadata_key", "recording_key"]
+__all__ = ["check_key", "check_prefix", "metadata_key", "recording_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +80,12 @@ def check_key(key: str) -> None:
         raise ValueError(f"storage key must be relative: {key!r}")
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"storage key has an empty, '.' or '..' segment: {key!r}")
+
+
+def check_prefix(prefix: str) -> None:
+    """A listing prefix: ``""`` or whole key segments followed by ``/``."""
+    if prefix == "":
+        return
+    if not prefix.endswith("/"):
+        raise ValueError(f"listing prefix must end with '/': {prefix!r}")
+    check_key(prefix[:-1])

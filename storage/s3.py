@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .base import ObjectExists, ObjectStat, StorageError, StorageUnavailable
-from .keys import check_key
+from .keys import check_key, check_prefix
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -304,6 +304,33 @@ class S3Storage:
             raise self._unavailable("get (streaming)", s3_key, exc) from exc
         finally:
             body.close()
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectStat]:
+        """Objects under ``prefix`` in key order, one ``ListObjectsV2`` page at a time."""
+        check_prefix(prefix)
+        base = f"{self.prefix}/" if self.prefix else ""
+        return self._list(base, base + prefix)
+
+    def _list(self, base: str, s3_prefix: str) -> Iterator[ObjectStat]:
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=s3_prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectStat(
+                        key=item["Key"][len(base) :],
+                        size=int(item["Size"]),
+                        modified=item["LastModified"],
+                    )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(f"S3 listing of {self.url} failed: {exc}") from exc
+
+    def check(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(f"S3 bucket {self.bucket} unreachable: {exc}") from exc
 
     # -- maintenance -------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from storage import ObjectExists, StorageUnavailable, metadata_key, recording_ke
 from workers.download import StreamCut, open_audio
 from workers.ratelimits import note_rate_limit
 from workers.runtime import Runtime
+from workers.shutdown import ShuttingDown, interruptible
 
 __all__ = ["CaptureOutcome", "capture"]
 
@@ -90,6 +91,8 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
             return _retry(runtime, held, f"not configured: {exc}", None)
         except StorageUnavailable as exc:
             return _retry(runtime, held, f"storage unavailable: {exc}", None)
+        except ShuttingDown:
+            return _release(runtime, held)
         except SoftTimeLimitExceeded:
             return _retry(runtime, held, "attempt exceeded the task time limit", None)
         except Exception as exc:  # an unexpected bug must not lose the row: retry, then fail
@@ -104,7 +107,8 @@ def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> Capture
         download = provider.fetch_recording(held.recording_key, held.hints)
         key = recording_key(held.provider, held.account, held.recording_key, download.format)
         try:
-            size, sha256, host = _store_audio(runtime, provider, download, key)
+            with interruptible():
+                size, sha256, host = _store_audio(runtime, provider, download, key)
         except (UrlExpired, StreamCut) as exc:
             logger.info("audio download failed, fetching a fresh URL: %s", exc.reason)
             metrics().url_refreshes.labels(held.provider, held.account).inc()
@@ -324,6 +328,16 @@ def _defer(runtime: Runtime, held: Claim, paused: datetime) -> CaptureOutcome:
     runtime.publish([held.id], countdown=delay, due=due)
     logger.info("%s; attempt rescheduled in %.1fs", reason, delay)
     return CaptureOutcome(State.RETRYING, reason, delay)
+
+
+def _release(runtime: Runtime, held: Claim) -> CaptureOutcome:
+    """The worker is stopping: give the row back, due now, without counting the attempt."""
+    reason = "released: the worker shut down mid-capture"
+    if not defer(runtime.sessions, held, utcnow(), reason):
+        return CaptureOutcome("skipped", "claim lost")
+    runtime.publish([held.id])
+    logger.warning("worker shutting down: capture released for another worker")
+    return CaptureOutcome(State.RETRYING, reason, 0.0)
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:

@@ -15,6 +15,7 @@ from config.metrics import start_worker_exporter
 from workers.celery_app import app, settings
 from workers.celery_config import capture_queue, poll_queue
 from workers.runtime import Runtime, build_runtime
+from workers.shutdown import capturing, connect_signals
 
 __all__ = ["capture_task", "get_runtime", "poll_task", "schedule_polls_task", "sweep_task"]
 
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+connect_signals(settings)  # graceful shutdown: captures finish or are released (shutdown.py)
 
 
 def _send_capture(recording_id: int, countdown: float | None) -> None:
@@ -84,7 +86,8 @@ class CallrecTask(Task):
 def capture_task(recording_id: int) -> str:
     from workers.capture import capture
 
-    return capture(get_runtime(), int(recording_id)).state
+    with capturing():
+        return capture(get_runtime(), int(recording_id)).state
 
 
 @app.task(name="callrec.sweep", base=CallrecTask)

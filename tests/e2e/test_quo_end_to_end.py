@@ -1,15 +1,21 @@
-"""Quo calls from signed webhook to S3, for real: PostgreSQL ledger, Redis broker, moto-server S3,
-a real Celery worker process and relay, the Quo emulator over HTTP. Nothing is patched."""
+"""Quo calls from signed webhook (or from a poll of its calls) to S3, for real: PostgreSQL ledger,
+Redis broker, moto-server S3, a real Celery worker process and relay, the Quo emulator over HTTP.
+Nothing is patched."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
-from tests.e2e.quo_stack import QuoStack, audio_key, start_quo_stack
+from ledger import accept_refs
+from providers.registry import Accounts
+from tests.e2e.quo_stack import QuoStack, audio_key, lookup_key, start_quo_stack
 from tests.e2e.stack import server_env
+from tests.fixtures.callrec import settings_from
 from tests.fixtures.servers import fresh_postgres_database
 
 pytestmark = [
@@ -125,3 +131,40 @@ def test_rate_limited_api_is_waited_out(quo: QuoStack) -> None:
     row = quo.wait_state(call.recordings[0].id)
     assert row.state == "stored"
     assert [r.status for r in quo.emulator.requests if r.status == 429][:2] == [429, 429]
+
+
+def test_polled_call_is_stored_once_per_segment_and_its_webhooks_add_nothing(
+    quo: QuoStack,
+) -> None:
+    """What the reconciler does (list the last hour, accept as poll rows), then the webhooks."""
+    recorded = quo.emulator.add_call(segments=2, size=70_000, participant="+18005550177")
+    silent = quo.emulator.add_call(segments=0, participant="+18005550188")
+    now = datetime.now(UTC)
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        provider = Accounts(settings_from(quo.base.env), http).provider("quo")
+        listed = list(provider.list_recordings(now - timedelta(hours=1), now))
+    ours = [ref for ref in listed if ref.call_id in (recorded.id, silent.id)]
+    result = accept_refs(quo.base.sessions, "quo", "default", ours, source="poll")
+    assert len(result.new_ids) == 2  # one lookup per call
+    lookup = quo.wait_state(lookup_key(recorded.id, "call.completed"), states=("resolved",))
+    assert lookup.source == "poll"
+    assert "resolved into 2 recording(s)" in str(quo.detail(lookup))
+    empty = quo.wait_state(lookup_key(silent.id, "call.completed"), states=("resolved",))
+    assert empty.attempts == 1  # final at once, not retried
+    assert quo.detail(empty) == "resolved into 0 recordings: the call ended without recordings"
+    for rec in recorded.recordings:
+        row = quo.wait_state(rec.id)
+        assert row.state == "stored" and row.parent_id == lookup.id
+        assert row.sha256 == rec.audio().sha256() == quo.base.stored_bytes_sha256(audio_key(rec.id))
+    # The webhooks arrive late: call.completed names the poll's lookup row (nothing new);
+    # call.recording.completed makes its own lookup, resolved into the rows already stored.
+    assert quo.announce(recorded, "call.completed") == lookup_key(recorded.id, "call.completed")
+    late = quo.wait_state(quo.announce(recorded), states=("resolved",))
+    assert "resolved into 2 recording(s)" in str(quo.detail(late))
+    keys = [row.recording_key for row in quo.base.rows()]
+    assert keys.count(lookup_key(recorded.id, "call.completed")) == 1
+    for rec in recorded.recordings:
+        assert keys.count(rec.id) == 1
+        assert quo.wait_state(rec.id).state == "stored"
+        gets = [r for r in quo.emulator.requests if r.path == f"/media/{rec.id}.mp3"]
+        assert len(gets) == 1  # downloaded once

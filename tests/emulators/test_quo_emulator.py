@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -132,3 +134,117 @@ def test_sender_standard_headers_verify_with_the_library() -> None:
     parsed = Webhook(sender.webhook_secret).verify(body, headers)
     assert parsed["data"]["resource"]["id"].startswith("AC")
     assert parsed["apiVersion"] == "2026-03-30"
+
+
+# -- conversations and calls ------------------------------------------------------------------
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+A, B, C = "+18005550100", "+18005550111", "+18005550122"
+ONE = {"phoneNumberId": "PN1", "participants": A}
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def walk(api: httpx.Client, path: str, params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """Every page of a list, following ``nextPageToken`` (at most 20 pages)."""
+    pages, token = [], None
+    for _ in range(20):
+        response = api.get(path, params={**params, **({"pageToken": token} if token else {})})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append(body["data"])
+        token = body["nextPageToken"]
+        if token is None:
+            return pages
+    raise AssertionError("more than 20 pages")
+
+
+@pytest.mark.parametrize(
+    ("params", "path", "message"),
+    [
+        ({"participants": "+18005550100"}, "/phoneNumberId", "Expected required property"),
+        ({"phoneNumberId": "PN1"}, "/participants", "Expected required property"),
+        (
+            {"phoneNumberId": "PN1", "participants": ["+18005550100", "+18005550111"]},
+            "/participants",
+            "exactly 1 item",
+        ),
+        ({"phoneNumberId": "PN1", "participants": "5550100"}, "/participants/0", "E.164"),
+        ({**ONE, "maxResults": 101}, "/maxResults", "between 1 and 100"),
+        ({**ONE, "createdAfter": "today"}, "/createdAfter", "date-time"),
+    ],
+)  # fmt: skip
+def test_calls_require_a_line_and_one_e164_participant(
+    api: httpx.Client, params: dict[str, Any], path: str, message: str
+) -> None:
+    response = api.get("/v1/calls", params=params)
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["title"], body["message"]) == ("Bad Request", "Invalid request")
+    assert path in [e["path"] for e in body["errors"]]
+    assert any(message in e["message"] for e in body["errors"])
+    assert "trace" not in body
+
+
+def test_calls_newest_first_paged_and_filtered_by_creation(
+    emulator: QuoEmulator, api: httpx.Client
+) -> None:
+    calls = [emulator.add_call(created_at=NOW - timedelta(minutes=m)) for m in (50, 40, 30, 20, 10)]
+    emulator.add_call(created_at=NOW - timedelta(minutes=35), participant="+18005550111")
+    emulator.add_call(created_at=NOW - timedelta(minutes=35), phone_number_id="PNother")
+    live = emulator.add_call(created_at=NOW - timedelta(minutes=5), call_status="ringing")
+    line = {"phoneNumberId": "PNtoDbDhuz", "participants": "+18005550100", "maxResults": 2}
+    pages = walk(api, "/v1/calls", line)
+    assert [len(p) for p in pages] == [2, 2, 2]
+    assert [c["id"] for p in pages for c in p] == [live.id] + [c.id for c in reversed(calls)]
+    first = pages[0][0]
+    assert (first["status"], first["completedAt"], first["duration"]) == ("ringing", None, 0)
+    assert first["participants"] == ["+18005550100"] and first["phoneNumberId"] == "PNtoDbDhuz"
+    window = {"createdAfter": iso(calls[1].created_at), "createdBefore": iso(calls[4].created_at)}
+    (inside,) = walk(api, "/v1/calls", {**line, **window, "maxResults": 100})
+    assert [c["id"] for c in inside] == [calls[3].id, calls[2].id]  # both bounds exclusive
+    other = api.get("/v1/calls", params={**line, "participants": "+18005550111", **window})
+    assert other.json()["totalItems"] == 1
+    token = api.get("/v1/calls", params=line).json()["nextPageToken"]
+    reused = api.get("/v1/calls", params={**line, **window, "pageToken": token})
+    assert reused.status_code == 400 and reused.json()["errors"][0]["path"] == "/pageToken"
+
+
+def test_conversations_derive_from_calls_latest_activity_first(
+    emulator: QuoEmulator, api: httpx.Client
+) -> None:
+    old = emulator.add_call(created_at=NOW - timedelta(hours=3), participant="+18005550111")
+    emulator.add_call(created_at=NOW - timedelta(minutes=40))
+    recent = emulator.add_call(created_at=NOW - timedelta(minutes=20))
+    live = emulator.add_call(
+        created_at=NOW - timedelta(minutes=30),
+        call_status="in-progress",
+        participant="+18005550122",
+    )
+    emulator.add_activity("PNtoDbDhuz", "+18005550111", NOW + timedelta(minutes=5))  # a message
+    (page,) = walk(api, "/v1/conversations", {"maxResults": 10})
+    assert [c["participants"] for c in page] == [
+        ["+18005550111"],
+        ["+18005550100"],
+        ["+18005550122"],
+    ]
+    by_number = {c["participants"][0]: c for c in page}
+    assert by_number["+18005550111"]["updatedAt"] == iso(NOW + timedelta(minutes=5))[:-1] + ".000Z"
+    assert by_number["+18005550111"]["createdAt"].startswith(iso(old.created_at)[:-1])
+    assert by_number["+18005550100"]["lastActivityId"] == recent.id
+    assert by_number["+18005550122"]["lastActivityAt"].startswith(iso(live.created_at)[:-1])
+    assert all(c["id"].startswith("CN") and c["phoneNumberId"] == "PNtoDbDhuz" for c in page)
+    after = {"updatedAfter": iso(NOW - timedelta(minutes=25)), "maxResults": 1}
+    pages = walk(api, "/v1/conversations", after)
+    assert [[c["participants"][0] for c in p] for p in pages] == [
+        ["+18005550111"],
+        ["+18005550100"],
+    ]
+    before = {"updatedBefore": iso(NOW), "phoneNumbers[]": "PNtoDbDhuz", "userId": "USu5AsEHuQ"}
+    (kept,) = walk(api, "/v1/conversations", before)
+    assert [c["participants"][0] for c in kept] == ["+18005550100", "+18005550122"]
+    assert walk(api, "/v1/conversations", {"phoneNumbers[]": "PNnone"}) == [[]]
+    bad = api.get("/v1/conversations", params={"maxResults": 0, "updatedAfter": "soon"})
+    assert {e["path"] for e in bad.json()["errors"]} == {"/maxResults", "/updatedAfter"}

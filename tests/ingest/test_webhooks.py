@@ -156,7 +156,7 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["checks"] == {"ledger": "ok", "broker": "ok"}
+    assert ready.get_json()["checks"] == {"ledger": "ok", "broker": "ok", "storage": "ok"}
 
 
 def test_readiness_reports_an_unreachable_broker(tmp_path: Path) -> None:

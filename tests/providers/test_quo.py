@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from providers.errors import (
     NotReadyYet,
     PayloadInvalid,
     PermanentFailure,
+    RateLimited,
     RetryLater,
     SignatureInvalid,
 )
@@ -428,20 +431,13 @@ def test_a_row_without_its_call_id_fails(hints: dict[str, Any]) -> None:
         provider().fetch_recording("CR1", hints)
 
 
-def test_list_recordings_says_why_it_is_not_offered() -> None:
-    from datetime import UTC, datetime
-
-    with pytest.raises(NotImplementedError, match="per call"):
-        provider().list_recordings(datetime.now(UTC), datetime.now(UTC))
-
-
-def test_api_calls_are_paced_at_10_per_second(emulator: QuoEmulator) -> None:
+def test_api_calls_are_paced_below_10_per_second(emulator: QuoEmulator) -> None:
     call = emulator.add_call(segments=1)
     quo = api_provider(emulator)
     started = time.monotonic()
     for _ in range(12):
         quo.resolve({"call_id": call.id})
-    assert time.monotonic() - started >= 1.0  # 12 calls, 0.1 s apart
+    assert time.monotonic() - started >= 11 / 9  # 12 calls, 1/9 s apart
     assert all(r.status == 200 for r in emulator.requests)
 
 
@@ -460,3 +456,164 @@ def test_pacer_spaces_calls_from_a_fake_clock() -> None:
     assert pacer.wait() == 0.0
     with pytest.raises(ValueError):
         Pacer(0)
+
+
+# -- reconciliation: conversations → calls → call lookups ------------------------------------
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SINCE, UNTIL = NOW - timedelta(hours=1), NOW
+NUMBERS = ("+18005550100", "+18005550111", "+18005550122")
+
+
+def lister(emulator: QuoEmulator, page_size: int = 2, **kwargs: Any) -> QuoProvider:
+    """A provider paging by ``page_size`` (so every walk crosses pages)."""
+    return QuoProvider(
+        account(api_base=emulator.base_url, api_key=emulator.api_key),
+        new_http_client(5),
+        page_size=page_size,
+        **kwargs,
+    )
+
+
+def polled(quo: QuoProvider, since: datetime = SINCE, until: datetime = UNTIL) -> dict[str, Any]:
+    """``{call id: ref}`` of ``list_recordings``; every ref is the call.completed lookup."""
+    refs = list(quo.list_recordings(since, until))
+    assert all(r.ledger_key == f"lookup:call_id={r.call_id}&event=call.completed" for r in refs)
+    by_call = {r.call_id: r for r in refs}
+    assert len(by_call) == len(refs)  # one ref per call
+    return by_call
+
+
+def at(minutes_ago: float) -> datetime:
+    return NOW - timedelta(minutes=minutes_ago)
+
+
+def test_list_walks_every_conversation_and_page_into_one_lookup_per_call(
+    emulator: QuoEmulator,
+) -> None:
+    calls = [
+        emulator.add_call(
+            created_at=at(50 - 3 * n), phone_number_id=line, participant=number, segments=n % 3
+        )
+        for n, (line, number) in enumerate(
+            (line, number) for line in ("PNline1", "PNline2") for number in NUMBERS for _ in "ab"
+        )
+    ]
+    quo = lister(emulator)
+    pages = list(quo.list_pages(SINCE, UNTIL))
+    assert len(pages) == 6  # one per (line, participant)
+    found = polled(quo)
+    assert set(found) == {c.id for c in calls}
+    paths = [r.path for r in emulator.requests]
+    assert paths.count("/v1/conversations") >= 3 * 2  # 6 conversations by 2, walked twice
+    assert paths.count("/v1/calls") == 6 * 2  # 2 calls per pair: one page each, twice
+    ref = found[calls[0].id]
+    assert ref.recording_id is None and dict(ref.lookup)["event"] == "call.completed"
+    assert ref.hints["completedAt"].endswith("Z") and ref.hints["status"] == "completed"
+
+
+def test_calls_outside_the_window_are_skipped_long_and_busy_calls_are_not(
+    emulator: QuoEmulator,
+) -> None:
+    before = emulator.add_call(created_at=at(120), duration=60)  # ended long before SINCE
+    after = emulator.add_call(created_at=NOW + timedelta(minutes=1))
+    long_call = emulator.add_call(created_at=at(200), duration=9000)  # ends 50 min ago
+    inside = emulator.add_call(created_at=at(30), participant=NUMBERS[1])
+    # A later message moves the conversation past UNTIL: it is listed all the same.
+    emulator.add_activity("PNtoDbDhuz", NUMBERS[1], NOW + timedelta(minutes=30))
+    found = polled(lister(emulator), until=NOW + timedelta(seconds=30))
+    assert set(found) == {long_call.id, inside.id}
+    assert before.id not in found and after.id not in found
+
+
+def test_live_calls_are_left_to_the_poll_that_holds_their_end(emulator: QuoEmulator) -> None:
+    live = emulator.add_call(created_at=at(40), call_status="in-progress", segments=2)
+    missed = emulator.add_call(created_at=at(30), call_status="missed", segments=0)
+    quo = lister(emulator)
+    assert set(polled(quo)) == {missed.id}  # a missed call is over: listed, resolves to none
+    emulator.finish_call(live.id, at=NOW + timedelta(minutes=20))
+    later = polled(quo, NOW + timedelta(minutes=10), NOW + timedelta(minutes=25))
+    assert set(later) == {live.id}  # created before this window, ended in it
+    with pytest.raises(NothingToCapture):
+        quo.resolve(dict(later[live.id].lookup) | {"call_id": missed.id})
+
+
+def test_a_polled_call_has_the_lookup_of_its_call_completed_webhook(
+    emulator: QuoEmulator,
+) -> None:
+    call = emulator.add_call(created_at=at(20), segments=2)
+    (ref,) = polled(lister(emulator)).values()
+    body = call_event_body(call, event_type="call.completed")
+    (announced,) = provider().parse(request(body, {})).recordings
+    assert ref.ledger_key == announced.ledger_key  # one lookup row for webhook and poll
+    resolved = lister(emulator).resolve(dict(ref.lookup))
+    assert [r.recording_id for r in resolved] == [rec.id for rec in call.recordings]
+
+
+def test_phone_numbers_stay_out_of_hints_logs_and_errors(
+    emulator: QuoEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="providers")
+    emulator.add_call(created_at=at(20), participant=NUMBERS[2])
+    emulator.add_call(created_at=at(25), participant="5550199")  # not E.164: Quo refuses it
+    emulator.inject("api", "503")
+    quo = lister(emulator, sleep=lambda _: None)
+    refs = list(quo.list_recordings(SINCE, UNTIL))
+    assert len(refs) == 1  # the refused conversation is skipped, the rest listed
+    assert "refused the calls of one conversation" in caplog.text
+    assert "retrying in" in caplog.text
+    with pytest.raises(PermanentFailure) as refused:  # Quo echoes the numbers it refuses
+        list(quo._walk(quo._api(), "/v1/calls", {"participants": NUMBERS[:2]}, "calls"))
+    assert "/participants" in refused.value.reason
+    hints = json.dumps([dict(r.hints) for r in refs])
+    for text in (hints, caplog.text, refused.value.reason, str(refused.value)):
+        assert not any(number[2:] in text for number in (*NUMBERS, "+15550199"))
+
+
+def test_error_reasons_mask_numbers_quo_echoes() -> None:
+    body = {
+        "message": "No calls for +18005550100 or 18005550111",
+        "title": "Bad Request",
+        "code": "0900400",
+        "errors": [{"path": "/participants/0", "message": "+1 800 555 0122"}],
+    }
+    text = provider().describe_error(httpx.Response(400, content=json.dumps(body).encode()))
+    assert text == ("HTTP 400 0900400 Bad Request: No calls for +… or +…; /participants/0: +…")
+
+
+def test_rate_limit_in_a_listing_is_waited_out_or_handed_to_the_account_pause(
+    emulator: QuoEmulator,
+) -> None:
+    emulator.add_call(created_at=at(10))
+    emulator.inject("api", "429", times=2, retry_after=1)
+    started = time.monotonic()
+    assert len(polled(lister(emulator))) == 1
+    assert time.monotonic() - started >= 2.0  # both Retry-After: 1 waited out
+    assert [r.status for r in emulator.requests][:3] == [429, 429, 200]
+    emulator.inject("api", "429", retry_after=60)  # too long to wait in a walk
+    with pytest.raises(RateLimited) as caught:
+        list(lister(emulator).list_recordings(SINCE, UNTIL))
+    assert caught.value.retry_after == 60.0
+
+
+def test_a_listing_keeps_to_10_requests_per_second() -> None:
+    with QuoEmulator() as limited:  # the emulator's 10/s per key is enforced
+        for number in range(12):
+            limited.add_call(created_at=at(30), participant=f"+1800555{number:04d}")
+        started = time.monotonic()
+        assert len(polled(lister(limited, page_size=100))) == 12
+        assert time.monotonic() - started >= 13 / 9  # 2 conversation pages + 12 calls requests
+        assert {r.status for r in limited.requests} == {200}
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (datetime(2024, 1, 1), datetime(2024, 1, 2)),  # naive
+        (SINCE, datetime(2030, 1, 1)),  # one naive
+        (UNTIL, SINCE),  # reversed
+    ],
+)
+def test_naive_or_reversed_windows_are_refused(since: datetime, until: datetime) -> None:
+    with pytest.raises(ValueError):
+        list(provider().list_recordings(since, until))

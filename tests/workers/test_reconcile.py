@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from emulators.quo import QuoEmulator
 from emulators.telnyx import TelnyxEmulator
 from emulators.twilio import TwilioEmulator
 from ledger import Recording, accept_refs, migrate
@@ -269,19 +270,20 @@ def test_a_rate_limit_pauses_polls_and_captures_of_the_account_everywhere(
     assert not pause(capturer.sessions, "telnyx", "default", past, "shorter")
 
 
-def test_a_provider_without_a_list_api_is_skipped_with_its_reason(
+def test_a_quo_account_is_polled_into_call_lookups(
     new_runtime: Callable[..., Runtime],
 ) -> None:
-    """Quo lists recordings per call only: its account is not polled, and the schedule goes on."""
-    runtime = new_runtime(CALLREC_QUO_API_KEY="k", CALLREC_QUO_API_BASE="http://127.0.0.1:9")
-    polls: list[tuple[str, str]] = []
-    assert schedule_polls(runtime, lambda p, a: polls.append((p, a))) == 1
-    assert polls == [("quo", "default")]
-    outcome = poll_account(runtime, *polls[0])
-    assert outcome.status == "unsupported"
+    """Quo lists calls, not recordings: a poll inserts one call.completed lookup per call."""
+    with QuoEmulator(rate_limit=None) as quo:
+        call = quo.add_call(segments=2)
+        runtime = new_runtime(CALLREC_QUO_API_KEY=quo.api_key, CALLREC_QUO_API_BASE=quo.base_url)
+        polls: list[tuple[str, str]] = []
+        assert schedule_polls(runtime, lambda p, a: polls.append((p, a))) == 1
+        assert polls == [("quo", "default")]
+        outcome = poll_account(runtime, *polls[0])
+        assert outcome.status == "polled" and outcome.progress is not None
+        assert (outcome.progress.found, outcome.progress.new) == (1, 1)
+    assert keys(runtime) == [f"lookup:call_id={call.id}&event=call.completed"]
     state = poll_state(runtime.sessions, "quo", "default")
-    assert state is not None and state.watermark is None
-    assert state.last_error is not None and state.last_error.startswith(
-        "not polled: no list API (Quo has no account-wide recordings list"
-    )
+    assert state is not None and state.watermark is not None and state.last_error is None
     assert poll_account(runtime, "quo", "nope").status == "unknown"
