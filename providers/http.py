@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from config.metrics import metrics
 from providers.errors import CredentialsRefused, PermanentFailure, RateLimited, RetryLater
 
 __all__ = ["ApiClient", "new_http_client", "retry_after_seconds", "retry_briefly"]
@@ -143,6 +144,7 @@ def retry_briefly(
     base_wait: float,
     max_wait: float,
     sleep: Callable[[float], None] = time.sleep,
+    account: tuple[str, str] | None = None,
 ) -> T:
     """``call()``, retried on ``RetryLater`` up to ``attempts`` times in all, so one failed page
     does not restart a whole listing.
@@ -151,6 +153,8 @@ def retry_briefly(
     ``base_wait`` doubled per attempt. A wait longer than ``max_wait``, or the last attempt's
     failure, is raised: the caller's own path (an account pause, the next poll) waits it out.
     ``what`` names the request in the log line; it must hold no secret or phone number.
+    A 429 waited out here is counted for ``account`` (provider, account name) as a poll's;
+    one raised is counted by whoever waits it out (``workers/ratelimits.py``).
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -162,5 +166,7 @@ def retry_briefly(
             if attempt == attempts or wait > max_wait:
                 raise
             logger.info("%s failed (%s), retrying in %.1fs", what, exc.reason, wait)
+            if account is not None and isinstance(exc, RateLimited):
+                metrics().rate_limited.labels(*account, "poll").inc()
             sleep(wait)
     raise ValueError("attempts must be >= 1")

@@ -376,6 +376,7 @@ class QuoProvider(Provider):
                 base_wait=PAGE_RETRY_WAIT_SECONDS,
                 max_wait=PAGE_RETRY_MAX_WAIT_SECONDS,
                 sleep=self._sleep,
+                account=(self.account.provider, self.account.name),
             )
             items = body.get("data") if isinstance(body, dict) else None
             if not isinstance(items, list):

@@ -196,6 +196,7 @@ class VoiceGenieProvider(Provider):
             base_wait=PAGE_RETRY_WAIT_SECONDS,
             max_wait=PAGE_RETRY_MAX_WAIT_SECONDS,
             sleep=self._sleep,
+            account=(self.account.provider, self.account.name),
         )
 
     def _find(self, recording_id: str, hints: Mapping[str, Any]) -> Mapping[str, Any]:

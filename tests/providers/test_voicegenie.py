@@ -14,6 +14,7 @@ import httpx
 import pytest
 from werkzeug.wrappers import Request, Response
 
+from config.metrics import metrics
 from emulators.server import LoopbackServer
 from emulators.voicegenie import VoiceGenieEmulator, minutes_ago
 from ledger import State, accept_refs, migrate
@@ -173,14 +174,22 @@ def test_a_page_failing_every_time_ends_the_walk_with_the_reason(
 def test_rate_limit_waits_the_retry_after_or_hands_a_long_one_back(
     provider: VoiceGenieProvider, emulator: VoiceGenieEmulator, waits: list[float]
 ) -> None:
+    labels = {"provider": "voicegenie", "account": provider.account.name, "during": "poll"}
+
+    def waited() -> float:
+        return metrics().registry.get_sample_value("callrec_rate_limited_total", labels) or 0.0
+
+    before = waited()
     emulator.add_recording()
     emulator.inject("api", "429", retry_after=2)
     assert len(list(provider.list_recordings(SINCE, now()))) == 1
     assert waits == [2.0]
+    assert waited() == before + 1  # the 429 waited out inside the walk is counted
     emulator.inject("api", "429", retry_after=120)
     with pytest.raises(RetryLater) as caught:
         list(provider.list_recordings(SINCE, now()))
     assert caught.value.retry_after == 120 and "Too many requests" in caught.value.reason
+    assert waited() == before + 1  # handed back: counted by whoever waits it out
 
 
 def test_success_false_is_an_error_with_its_message(
