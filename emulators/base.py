@@ -20,12 +20,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Self
 
 from werkzeug.wrappers import Request, Response
 
-from emulators.server import LoopbackServer
+from emulators.server import LoopbackServer, Served
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -76,7 +75,7 @@ class Fault:
     opts: dict[str, Any]
 
 
-class Emulator(abc.ABC):
+class Emulator(Served, abc.ABC):
     """Base of the provider emulators. All public methods are thread-safe; ``port=0`` is free.
 
     ``fault_kinds`` (target → kinds) and ``fault_options`` (kind → option names) say which
@@ -102,17 +101,6 @@ class Emulator(abc.ABC):
     def stop(self) -> None:
         """Stop serving (idempotent, bounded)."""
         self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

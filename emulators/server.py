@@ -15,7 +15,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["LoopbackServer"]
+__all__ = ["LoopbackServer", "Served"]
 
 HOST = "127.0.0.1"
 
@@ -27,7 +27,28 @@ class _QuietHandler(WSGIRequestHandler):
         return None
 
 
-class LoopbackServer:
+class Served:
+    """``with`` support for anything with ``start()`` (returning itself) and ``stop()``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LoopbackServer(Served):
     """Serve ``app`` on ``127.0.0.1:port`` (``port=0``: a free port) until :meth:`stop`.
 
     ``start()`` returns once the socket is listening; ``.port``/``.url`` are valid from then on.
@@ -100,14 +121,3 @@ class LoopbackServer:
         server.server_close()
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
