@@ -123,7 +123,15 @@ class UrlExpired(CaptureError):
 
 
 class PermanentFailure(CaptureError):
-    """Retrying cannot help; the ledger row ends ``failed`` with this reason."""
+    """Retrying cannot help; the ledger row ends ``failed`` with this reason.
+
+    ``code`` is the bounded kind of failure (``config.metrics.CAPTURE_FAILURE_REASONS``) that
+    metrics and Sentry group by; the raise site knows it, so nobody parses ``reason``.
+    """
+
+    def __init__(self, reason: str, code: str = "permanent") -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class CredentialsRefused(PermanentFailure):
@@ -131,5 +139,5 @@ class CredentialsRefused(PermanentFailure):
     access token expires (VOXO) renews the token and retries once on 401."""
 
     def __init__(self, reason: str, status: int) -> None:
-        super().__init__(reason)
+        super().__init__(reason, "credentials")
         self.status = status

@@ -132,7 +132,7 @@ class ApiClient:
         if status in (401, 403):
             raise CredentialsRefused(f"API refused the credentials ({reason})", status)
         if status in (404, 410):
-            raise PermanentFailure(f"not found at the provider ({reason})")
+            raise PermanentFailure(f"not found at the provider ({reason})", "not_found")
         raise PermanentFailure(f"API {reason}")
 
 

@@ -237,11 +237,13 @@ class QuoProvider(Provider):
         items = self._call_recordings(call_id)
         found = [(n, item) for n, item in enumerate(items, start=1) if item["id"] == recording_id]
         if not found:
-            raise PermanentFailure(f"recording {recording_id} is not listed for its call")
+            raise PermanentFailure(
+                f"recording {recording_id} is not listed for its call", "not_found"
+            )
         segment, item = found[0]
         status = item.get("status")
         if status in FINAL_STATUSES:
-            raise PermanentFailure(f"recording status is {status!r} at Quo")
+            raise PermanentFailure(f"recording status is {status!r} at Quo", "unavailable")
         if status != "completed":
             raise NotReadyYet(f"recording status is {str(status)[:32]!r}")
         url = item.get("url")

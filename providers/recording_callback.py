@@ -126,4 +126,6 @@ def raise_reported_failure(hints: Mapping[str, Any], provider: str) -> None:
     status = hints.get("status")
     if status in FAILED_STATUSES:
         code = hints.get("error_code") or "none given"
-        raise PermanentFailure(f"{provider} reported the recording {status} (ErrorCode {code})")
+        raise PermanentFailure(
+            f"{provider} reported the recording {status} (ErrorCode {code})", "unavailable"
+        )

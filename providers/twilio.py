@@ -120,7 +120,9 @@ class TwilioProvider(Provider):
         status = str(item.get("status") or "")
         if status in GONE:
             code = item.get("error_code") or "none given"
-            raise PermanentFailure(f"Twilio recording is {status} (ErrorCode {code})")
+            raise PermanentFailure(
+                f"Twilio recording is {status} (ErrorCode {code})", "unavailable"
+            )
         if status in NOT_READY:
             raise NotReadyYet(f"recording status is {status[:32]!r}")
         if status != "completed":

@@ -133,7 +133,7 @@ class VoiceGenieProvider(Provider):
         item = self._find(recording_id, hints)
         status = item.get("status")
         if status in GONE_STATUSES:
-            raise PermanentFailure(f"recording status is {status!r} at VoiceGenie")
+            raise PermanentFailure(f"recording status is {status!r} at VoiceGenie", "unavailable")
         if status != READY:
             raise NotReadyYet(f"recording status is {str(status)[:32]!r}")
         url = item.get("recording_url")
@@ -207,7 +207,9 @@ class VoiceGenieProvider(Provider):
             for item in self._walk({**base, **window}):
                 if item.get("call_uuid") == recording_id:
                     return item
-        raise PermanentFailure(f"recording {recording_id[:64]} is no longer listed by VoiceGenie")
+        raise PermanentFailure(
+            f"recording {recording_id[:64]} is no longer listed by VoiceGenie", "not_found"
+        )
 
 
 def _page_body(body: Any) -> tuple[list[Mapping[str, Any]], int]:

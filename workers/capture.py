@@ -34,7 +34,6 @@ from providers.base import Download, Provider
 from providers.errors import (
     CaptureError,
     ConfigurationMissing,
-    CredentialsRefused,
     NothingToCapture,
     PermanentFailure,
     RetryLater,
@@ -81,8 +80,7 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
                 return _resolve(runtime, provider, held)
             return _capture_audio(runtime, provider, held)
         except PermanentFailure as exc:
-            code = "credentials" if isinstance(exc, CredentialsRefused) else failure_code(exc)
-            return _fail(runtime, held, exc.reason, code)
+            return _fail(runtime, held, exc.reason, exc.code)
         except (RetryLater, UrlExpired) as exc:
             if isinstance(exc, RetryLater):
                 note_rate_limit(runtime.sessions, held.provider, held.account, exc)
@@ -155,7 +153,8 @@ def _check_existing(runtime: Runtime, key: str, size: int, sha256: str) -> None:
     if existing != sha256:
         raise PermanentFailure(
             f"a different object already exists under {key} (sha256 {existing[:12]}…, "
-            f"downloaded {sha256[:12]}…, {size} bytes)"
+            f"downloaded {sha256[:12]}…, {size} bytes)",
+            "conflict",
         )
     logger.info("object already stored by an earlier attempt, same sha256")
 
@@ -262,30 +261,6 @@ def _event_time(download: Download) -> datetime | None:
     if isinstance(ended, datetime) and ended.tzinfo is not None:
         return ended
     return None
-
-
-#: (words in a PermanentFailure's reason, its bounded metrics/Sentry reason), first match wins.
-_FAILURE_CODES = (
-    ("different object", "conflict"),
-    ("exceeds", "size"),
-    ("bytes, the provider said", "size"),
-    ("audio host answered", "permanent"),
-    ("audio host", "refused_host"),
-    ("audio url", "refused_host"),
-    ("plain http refused", "refused_host"),
-    ("not found", "not_found"),
-    ("not listed", "not_found"),
-    ("no longer listed", "not_found"),
-    ("recording is", "unavailable"),
-    ("reported the recording", "unavailable"),
-    ("recording status is", "unavailable"),
-)
-
-
-def failure_code(exc: PermanentFailure) -> str:
-    """The bounded reason (``config.metrics.CAPTURE_FAILURE_REASONS``) of a final failure."""
-    text = exc.reason.lower()
-    return next((code for words, code in _FAILURE_CODES if words in text), "permanent")
 
 
 def _fail(runtime: Runtime, held: Claim, reason: str, code: str) -> CaptureOutcome:

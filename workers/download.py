@@ -59,7 +59,9 @@ class HashingStream:
         declared = response.headers.get("content-length")
         self.expected_size = int(declared) if declared and declared.isdigit() else None
         if self.expected_size is not None and self.expected_size > max_bytes:
-            raise PermanentFailure(f"recording of {self.expected_size} bytes exceeds the limit")
+            raise PermanentFailure(
+                f"recording of {self.expected_size} bytes exceeds the limit", "size"
+            )
         self.announced_size = announced_size
         declared_differs = self._raw and self.expected_size not in (None, announced_size)
         if announced_size is not None and declared_differs:  # fail before the body is sent
@@ -76,7 +78,7 @@ class HashingStream:
             for chunk in reader(CHUNK_BYTES):
                 self.size += len(chunk)
                 if self.size > self._max_bytes:
-                    raise PermanentFailure("recording exceeds the size limit")
+                    raise PermanentFailure("recording exceeds the size limit", "size")
                 self._hash.update(chunk)
                 yield chunk
         except httpx.TimeoutException as exc:
@@ -118,7 +120,7 @@ def open_audio(
             return
         finally:
             response.close()
-    raise PermanentFailure(f"audio URL redirected more than {MAX_REDIRECTS} times")
+    raise PermanentFailure(f"audio URL redirected more than {MAX_REDIRECTS} times", "refused_host")
 
 
 def _same_origin_or_upgrade(origin: httpx.URL, target: httpx.URL) -> bool:

@@ -24,6 +24,7 @@ from providers.errors import PermanentFailure, RetryLater
 __all__ = ["check_audio_url"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+REFUSED = "refused_host"  # the failure code of every refusal here
 
 #: ``socket.getaddrinfo``-compatible resolver (tests hand in their own; no DNS in CI).
 Resolver = Callable[..., list[tuple[Any, ...]]]
@@ -69,24 +70,26 @@ def check_audio_url(
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
-        raise PermanentFailure("audio URL is not a valid URL") from None
+        raise PermanentFailure("audio URL is not a valid URL", REFUSED) from None
     scheme, host = parsed.scheme, (parsed.host or "").lower().rstrip(".")
     if scheme not in DEFAULT_PORTS or not host:
-        raise PermanentFailure(f"audio URL scheme {scheme!r} refused")
+        raise PermanentFailure(f"audio URL scheme {scheme!r} refused", REFUSED)
     if parsed.userinfo:
-        raise PermanentFailure("audio URL with credentials refused")
+        raise PermanentFailure("audio URL with credentials refused", REFUSED)
     port = parsed.port or DEFAULT_PORTS[scheme]
     matched = _match(host, port, allowed)
     if matched is None:
-        raise PermanentFailure(f"audio host {host}:{port} is not in the allowed audio hosts")
+        raise PermanentFailure(
+            f"audio host {host}:{port} is not in the allowed audio hosts", REFUSED
+        )
     if matched == "exact":
         return parsed
     if scheme != "https":
-        raise PermanentFailure(f"plain http refused for {host} (not listed exactly)")
+        raise PermanentFailure(f"plain http refused for {host} (not listed exactly)", REFUSED)
     try:
         infos = resolve(host, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror:
         raise RetryLater(f"audio host {host} does not resolve") from None
     if any(_is_internal(str(info[4][0])) for info in infos):
-        raise PermanentFailure(f"audio host {host} resolves to an internal address")
+        raise PermanentFailure(f"audio host {host} resolves to an internal address", REFUSED)
     return parsed
