@@ -7,14 +7,12 @@ publish, no logging. Serve it with ``gunicorn bench.bare_app:app``.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from flask import Flask, jsonify, request
 
 from config.settings import load_settings
-from providers.base import WebhookRequest
+from ingest.webhooks import webhook_request
 from providers.errors import WebhookRejected
 from providers.http import new_http_client
 from providers.registry import Accounts
@@ -33,14 +31,7 @@ def create_bare_app() -> Flask:
     @bare.post("/webhooks/<name>")
     def receive(name: str) -> Any:
         provider = accounts.provider(name)
-        body = request.get_data(cache=False)
-        webhook = WebhookRequest(
-            body=body,
-            headers=cast("Mapping[str, str]", request.headers),  # case-insensitive
-            content_type=(request.mimetype or "").lower(),
-            url=(base + request.full_path.rstrip("?")) if base else request.url,
-            received_at=time.time(),
-        )
+        webhook = webhook_request(request.get_data(cache=False), base)
         try:
             provider.verify(webhook)
         except WebhookRejected as exc:

@@ -23,11 +23,25 @@ from providers.base import WebhookRequest
 from providers.errors import ConfigurationMissing, WebhookRejected
 from providers.registry import DEFAULT_ACCOUNT, UnknownAccount
 
-__all__ = ["webhooks"]
+__all__ = ["webhook_request", "webhooks"]
 
 logger = logging.getLogger(__name__)
 
 webhooks = Blueprint("webhooks", __name__)
+
+
+def webhook_request(body: bytes, public_base_url: str | None) -> WebhookRequest:
+    """The current Flask request as providers see it: the raw ``body`` already read, and the
+    URL the provider called (``public_base_url`` + path when set; Twilio signs it)."""
+    url = (public_base_url + request.full_path.rstrip("?")) if public_base_url else request.url
+    return WebhookRequest(
+        body=body,
+        headers=request.headers,  # type: ignore[arg-type]  # werkzeug Headers: a case-insensitive mapping
+        content_type=(request.mimetype or "").lower(),
+        url=url,
+        received_at=time.time(),
+    )
+
 
 #: The metrics reason of a refused webhook, by its HTTP status.
 _REJECT_REASONS = {401: "signature", 404: "not_offered", 415: "media_type"}
@@ -52,14 +66,7 @@ def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
         except RequestEntityTooLarge:
             counters.webhook_rejected(provider, account, "too_large")
             raise
-        base = current.settings.public_base_url
-        webhook = WebhookRequest(
-            body=body,
-            headers=request.headers,  # type: ignore[arg-type]  # werkzeug Headers: a case-insensitive mapping
-            content_type=(request.mimetype or "").lower(),
-            url=(base + request.full_path.rstrip("?")) if base else request.url,
-            received_at=time.time(),
-        )
+        webhook = webhook_request(body, current.settings.public_base_url)
         try:
             handler.verify(webhook)
             handler.check_content_type(webhook)
