@@ -166,9 +166,10 @@ def _basic_auth_list(raw: str) -> str | None:
     """One or more ``user:password`` pairs, comma-separated (Flower's format), or empty."""
     value = raw.strip()
     for pair in filter(None, value.split(",")):
-        user, colon, password = pair.partition(":")
-        if not colon or not user.strip() or not password:
-            raise ValueError("expected user:password (comma-separated for several)")
+        try:
+            _basic_auth(pair)
+        except ValueError:
+            raise ValueError("expected user:password (comma-separated for several)") from None
     return value or None
 
 
