@@ -172,13 +172,17 @@ class Provider(abc.ABC):
     def resolve(self, lookup: Mapping[str, str]) -> list[RecordingRef]:
         """The recordings a call-level lookup stands for (may be empty while not ready)."""
 
-    @abc.abstractmethod
     def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
         """Every recording the provider lists for the window (reconciliation).
 
-        Raise ``NotImplementedError`` when the provider has no list API: the reconciler then
-        skips the account with a log line.
+        A provider overrides this or :meth:`list_pages` (the other one follows). Without
+        either it has no list API: ``NotImplementedError``, and the reconciler skips the account
+        with a log line.
         """
+        if type(self).list_pages is Provider.list_pages:
+            raise NotImplementedError(f"{self.name} offers no recordings list")
+        for page in self.list_pages(since, until):
+            yield from page
 
     def list_pages(self, since: datetime, until: datetime) -> Iterator[list[RecordingRef]]:
         """``list_recordings`` in pages, so the reconciler commits and reports page by page.
@@ -186,6 +190,8 @@ class Provider(abc.ABC):
         Providers whose API pages override this with their real pages; the default cuts the
         flat listing into batches of ``LIST_BATCH``.
         """
+        if type(self).list_recordings is Provider.list_recordings:
+            raise NotImplementedError(f"{self.name} offers no recordings list")
         batch: list[RecordingRef] = []
         for ref in self.list_recordings(since, until):
             batch.append(ref)

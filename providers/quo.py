@@ -258,11 +258,6 @@ class QuoProvider(Provider):
             metadata=_metadata(item, call_id, segment),
         )
 
-    def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
-        """Every finished call of ``[since, until]`` as a lookup ref (see :meth:`list_pages`)."""
-        for page in self.list_pages(since, until):
-            yield from page
-
     def list_pages(self, since: datetime, until: datetime) -> Iterator[list[RecordingRef]]:
         """The finished calls of ``[since, until]``, one list per (line, participant).
 

@@ -148,9 +148,6 @@ class TelnyxProvider(Provider):
             raise PayloadInvalid("a Telnyx lookup needs call_session_id")
         return [ref for page in self._pages({"filter[call_session_id]": session}) for ref in page]
 
-    def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
-        return (ref for page in self.list_pages(since, until) for ref in page)
-
     def list_pages(self, since: datetime, until: datetime) -> Iterator[list[RecordingRef]]:
         """Recordings created in ``[since, until]``, one list per API page (reconciliation)."""
         return self._pages(

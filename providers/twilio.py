@@ -146,9 +146,6 @@ class TwilioProvider(Provider):
             raise PayloadInvalid("a Twilio lookup needs call_sid")
         return [ref for page in self._pages({"CallSid": call_sid}) for ref in page]
 
-    def list_recordings(self, since: datetime, until: datetime) -> Iterator[RecordingRef]:
-        return (ref for page in self.list_pages(since, until) for ref in page)
-
     def list_pages(self, since: datetime, until: datetime) -> Iterator[list[RecordingRef]]:
         """Recordings created in ``[since, until]``: ``DateCreated>=``/``DateCreated<=`` (the
         query names are ``DateCreated>``/``DateCreated<``, as twilio-python sends them), one
