@@ -43,10 +43,6 @@ def webhook_request(body: bytes, public_base_url: str | None) -> WebhookRequest:
     )
 
 
-#: The metrics reason of a refused webhook, by its HTTP status.
-_REJECT_REASONS = {401: "signature", 404: "not_offered", 415: "media_type"}
-
-
 @webhooks.post("/webhooks/<provider>")
 @webhooks.post("/webhooks/<provider>/<account>")
 def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
@@ -73,7 +69,7 @@ def receive(provider: str, account: str = DEFAULT_ACCOUNT) -> Any:
             event = handler.parse(webhook)
         except WebhookRejected as exc:
             logger.info("webhook rejected (%s): %s", exc.status, exc.reason)
-            counters.webhook_rejected(provider, account, _REJECT_REASONS.get(exc.status, "payload"))
+            counters.webhook_rejected(provider, account, exc.code)
             return jsonify(error=exc.reason), exc.status
         except ConfigurationMissing as exc:
             logger.error("webhook cannot be verified: %s", exc)

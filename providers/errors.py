@@ -50,6 +50,8 @@ class WebhookRejected(CallrecError):
     """A webhook request we refuse; ``reason`` is short and safe to return to the sender."""
 
     status = 400
+    #: The bounded reason metrics count it under (``config.metrics.WEBHOOK_REJECT_REASONS``).
+    code = "payload"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -58,6 +60,7 @@ class WebhookRejected(CallrecError):
 
 class SignatureInvalid(WebhookRejected):
     status = 401
+    code = "signature"
 
 
 class PayloadInvalid(WebhookRejected):
@@ -66,6 +69,7 @@ class PayloadInvalid(WebhookRejected):
 
 class UnsupportedMediaType(WebhookRejected):
     status = 415
+    code = "media_type"
 
 
 class WebhooksNotOffered(WebhookRejected):
@@ -76,6 +80,7 @@ class WebhooksNotOffered(WebhookRejected):
     """
 
     status = 404
+    code = "not_offered"
 
 
 class ConfigurationMissing(CallrecError):
