@@ -2,6 +2,8 @@
 VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
+# pytest-xdist processes: most end-to-end tests wait on real processes, so 3 fit 2 cores.
+TEST_WORKERS ?= 3
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy config providers ledger ingest workers storage emulators callrec_cli.py callrec_commands
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 ## demo: the emulators and callrec in ./var/demo, signed webhooks, recordings on disk (Ctrl-C stops)
 .PHONY: demo

@@ -55,7 +55,7 @@ RSS_DELTA_TARGET_MIB = 16.0
 #: Block both throughput children allocate and free before timing (see capture_child).
 MALLOC_WARMUP_BYTES = 4 * MIB
 THROUGHPUT_REC = "bench-throughput"
-_FAKE_AWS = {
+FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -93,7 +93,7 @@ class Run:
 def _child_env() -> dict[str, str]:
     """The benchmark's environment for children: fake AWS credentials, never a real profile."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CALLREC_"))}
-    env.update(_FAKE_AWS)
+    env.update(FAKE_AWS)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -105,17 +105,25 @@ def _tail(path: Path, limit: int = 3000) -> str:
         return ""
 
 
-def _result_line(path: Path) -> dict[str, Any] | None:
-    """The last ``RESULT_PREFIX`` line a child wrote, decoded."""
+def _result_lines(path: Path) -> list[dict[str, Any]]:
+    """Every ``RESULT_PREFIX`` line a child wrote so far, decoded, in order."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
-        return None
-    for line in reversed(lines):
+        return []
+    # A line still being written is not yet followed by a newline: skip what does not decode.
+    decoded: list[dict[str, Any]] = []
+    for line in lines:
         if line.startswith(RESULT_PREFIX):
-            decoded: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
-            return decoded
-    return None
+            with contextlib.suppress(ValueError):
+                decoded.append(json.loads(line[len(RESULT_PREFIX) :]))
+    return decoded
+
+
+def _result_line(path: Path) -> dict[str, Any] | None:
+    """The last ``RESULT_PREFIX`` line a child wrote, decoded."""
+    results = _result_lines(path)
+    return results[-1] if results else None
 
 
 class Bench:
@@ -130,13 +138,13 @@ class Bench:
     # -- children -----------------------------------------------------------------------------
 
     def _spawn(
-        self, name: str, args: Sequence[str], stdin: int | IO[bytes]
+        self, name: str, args: Sequence[str], stdin: int | IO[bytes], child: Path = CHILD
     ) -> tuple[subprocess.Popen[bytes], Path, Path]:
         stdout = self.tmp / f"{name}-{uuid.uuid4().hex[:6]}.out"
         stderr = stdout.with_suffix(".err")
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = subprocess.Popen(
-                [sys.executable, str(CHILD), *args],
+                [sys.executable, str(child), *args],
                 stdin=stdin,
                 stdout=out,
                 stderr=err,
@@ -147,9 +155,11 @@ class Bench:
         self._live.add(process)
         return process, stdout, stderr
 
-    def start_server(self, name: str, args: Sequence[str], timeout: float) -> Server:
-        """Start a server child and wait (bounded) for its ready line."""
-        process, stdout, stderr = self._spawn(name, args, subprocess.PIPE)
+    def start_server(
+        self, name: str, args: Sequence[str], timeout: float, child: Path = CHILD
+    ) -> Server:
+        """Start a server child (``child``: its script) and wait (bounded) for its ready line."""
+        process, stdout, stderr = self._spawn(name, args, subprocess.PIPE, child)
         server = Server(name, process, stdout, stderr)
         self.servers.append(server)
         deadline = time.monotonic() + timeout
@@ -162,6 +172,21 @@ class Bench:
                 raise BenchError(f"{name} exited with {process.returncode}:\n{_tail(stderr)}")
             if time.monotonic() > deadline:
                 raise BenchError(f"{name} not ready after {timeout:.0f}s:\n{_tail(stderr)}")
+            time.sleep(0.05)
+
+    def query(self, server: Server, line: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Send one query line to a server child that answers them; wait for its answer."""
+        seen = len(_result_lines(server.stdout))
+        assert server.process.stdin is not None
+        server.process.stdin.write(line.encode() + b"\n")
+        server.process.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            results = _result_lines(server.stdout)
+            if len(results) > seen:
+                return results[seen]
+            if server.process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{server.name} did not answer {line!r}:\n{_tail(server.stderr)}")
             time.sleep(0.05)
 
     def stop_server(self, server: Server) -> None:

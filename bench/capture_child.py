@@ -101,12 +101,21 @@ def _emit(result: Mapping[str, Any]) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def _serve_until_stdin_closes(ready: Mapping[str, Any], stop: Callable[[], None]) -> None:
-    """Print the ready line, then block until the parent closes our stdin (or signals us)."""
+def _serve_until_stdin_closes(
+    ready: Mapping[str, Any],
+    stop: Callable[[], None],
+    answer: Callable[[str], Mapping[str, Any]] | None = None,
+) -> None:
+    """Print the ready line, then block until the parent closes our stdin (or signals us).
+
+    With ``answer``, each line read from stdin is a query whose answer is emitted as a result
+    line (``bench/capture.py``'s ``Bench.query``).
+    """
     try:
         _emit(ready)
-        while sys.stdin.buffer.read(1024):
-            pass
+        for line in sys.stdin:
+            if answer is not None and line.strip():
+                _emit(answer(line.strip()))
     finally:
         stop()
 
@@ -148,7 +157,7 @@ def run_emulator(recs: list[str], mib_per_s: float) -> None:
         rec_id, _, size = spec.rpartition(":")
         rec = emulator.add_recording(rec_id, size=int(size))
         described[rec_id] = {"size": int(size), "sha256": rec.audio("mp3").sha256()}
-    emulator.start()
+    emulator.start(keep_alive=keep_alive())
     ready = {
         "base_url": emulator.base_url,
         "audio_host": emulator.audio_host,
@@ -158,19 +167,42 @@ def run_emulator(recs: list[str], mib_per_s: float) -> None:
     _serve_until_stdin_closes(ready, emulator.stop)
 
 
+def keep_alive() -> bool:
+    """Whether bench servers keep HTTP/1.1 connections open, as real providers and S3 do
+    (``BENCH_KEEP_ALIVE=0``: werkzeug's ``Connection: close`` on every response)."""
+    return os.environ.get("BENCH_KEEP_ALIVE", "1") != "0"
+
+
 def run_moto() -> None:
     """A moto S3 server on 127.0.0.1 with fake credentials; objects live in this process."""
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    from emulators.server import KeepAliveHandler
+
+    class KeepAliveMoto(KeepAliveHandler, MotoRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            return None
+
+    class QuietMoto(MotoRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            return None
+
+    app = DomainDispatcherApplication(create_backend_app)
+    handler = KeepAliveMoto if keep_alive() else QuietMoto
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True, name="moto")
+    thread.start()
+    host, port = server.server_address[:2]
 
     def stop() -> None:
-        server.stop()
-        inner = getattr(server, "_server", None)
-        if inner is not None:
-            inner.server_close()
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
 
     _serve_until_stdin_closes({"endpoint": f"http://{host}:{port}"}, stop)
 

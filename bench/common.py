@@ -5,11 +5,13 @@ Kept generic on purpose: any bench script may use them (``wait_until`` is the sa
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import math
+import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,11 +21,16 @@ from emulators.sandbox import wait_until as sandbox_wait_until
 __all__ = [
     "REPO",
     "ManagedProcess",
+    "broker_messages",
+    "callrec_env",
+    "child_env",
+    "drop_redis_keys",
     "free_port",
     "http_status",
     "median",
     "percentile",
     "print_table",
+    "start_gunicorn",
     "wait_until",
 ]
 
@@ -40,9 +47,69 @@ def free_port(host: str = "127.0.0.1") -> int:
 wait_until = sandbox_wait_until  # one polling loop for tests, benchmarks and demos
 
 
+@contextlib.contextmanager
+def callrec_env(env: Mapping[str, str]) -> Iterator[None]:
+    """Exactly ``env``'s CALLREC_* settings in ``os.environ`` inside the block (for benches that
+    build callrec's objects in their own process); the caller's are restored after."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("CALLREC_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+
+
+def broker_messages(broker_url: str, queue: str) -> int:
+    """Messages in ``queue`` of a Redis or embedded (``sqla+sqlite``) broker."""
+    if broker_url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(broker_url, socket_timeout=10)
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.close()
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(broker_url.removeprefix("sqla+"))
+    try:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM kombu_message m JOIN kombu_queue q"
+                        " ON m.queue_id = q.id WHERE q.name = :q"
+                    ),
+                    {"q": queue},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def drop_redis_keys(redis_url: str, prefix: str) -> None:
+    """Delete the keys holding ``prefix`` (a bench's own queues) from a shared Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def http_status(
-    url: str, method: str = "GET", body: bytes | None = None,
-    headers: Mapping[str, str] | None = None, timeout: float = 2.0,
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 2.0,
 ) -> int | None:
     """The status of one plain-HTTP request, or None when the server does not answer."""
     scheme, _, rest = url.partition("://")
@@ -63,6 +130,55 @@ def http_status(
 
 
 ManagedProcess = SandboxProcess  # the one process wrapper of tests, benchmarks and demos
+
+
+def child_env(stack_env: Mapping[str, str]) -> dict[str, str]:
+    """This process's env without any CALLREC_* of the caller, plus the stack's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
+    env.update(stack_env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_gunicorn(
+    app: str, env: Mapping[str, str], workdir: Path, workers: int, threads: int, name: str
+) -> tuple[ManagedProcess, int]:
+    """``gunicorn APP`` on a free loopback port; returns once ``/healthz`` answers 200."""
+    port = free_port()
+    server = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "5",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        env=env,
+        cwd=workdir,
+        log_path=workdir / f"{name}.log",
+        name=name,
+    )
+    try:
+
+        def healthy() -> bool:
+            if not server.alive():
+                raise RuntimeError(f"{name} exited early:\n{server.log_tail()}")
+            return http_status(f"http://127.0.0.1:{port}/healthz", timeout=1.0) == 200
+
+        wait_until(healthy, 60, 0.2, f"{name} /healthz")
+    except BaseException:
+        server.stop()
+        raise
+    return server, port
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -99,14 +215,17 @@ def print_table(
     """Print rows as an aligned plain-text table (numbers right-aligned)."""
     out = file or sys.stdout
     cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows)
-               for i in range(len(headers))]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(headers))
+    ]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w)
-                         for v, w, n in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     print(line(headers), file=out)
     print("  ".join("-" * w for w in widths), file=out)

@@ -43,13 +43,14 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
-    REPO,
     ManagedProcess,
-    free_port,
-    http_status,
+    broker_messages,
+    child_env,
+    drop_redis_keys,
     median,
     percentile,
     print_table,
+    start_gunicorn,
     wait_until,
 )
 from bench.webhook_loads import LOADS, PUBLIC_BASE_URL, WebhookLoad
@@ -255,15 +256,35 @@ def run_wrk(
     threads = max(1, min(2, concurrency, count))
     log = workdir / f"wrk-{target}-{uuid.uuid4().hex[:6]}.log"
     wrk = ManagedProcess(
-        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{int(SIGNATURE_WINDOW_S)}s",
-         "--timeout", "30s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}{route}",
-         "--", str(batch), str(threads), route],
-        log_path=log, name="wrk",
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{int(SIGNATURE_WINDOW_S)}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{route}",
+            "--",
+            str(batch),
+            str(threads),
+            route,
+        ],
+        log_path=log,
+        name="wrk",
     )
     try:
+
         def finished() -> bool:
-            return (not wrk.alive()
-                    or log.read_text(errors="replace").count("BENCH_THREAD_DONE") >= threads)
+            return (
+                not wrk.alive()
+                or log.read_text(errors="replace").count("BENCH_THREAD_DONE") >= threads
+            )
 
         with contextlib.suppress(TimeoutError):
             wait_until(finished, SIGNATURE_WINDOW_S, 0.05, "wrk threads")
@@ -278,8 +299,13 @@ def run_wrk(
         raise RuntimeError(f"wrk printed no result:\n{text[-2000:]}")
     data = json.loads(found.group(1))
     return RoundResult(
-        target=target, expected=count, answered=data["answered"], accepted=data["accepted"],
-        seconds=data["seconds"], p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
+        target=target,
+        expected=count,
+        answered=data["answered"],
+        accepted=data["accepted"],
+        seconds=data["seconds"],
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
         max_ms=data["max_us"] / 1000,
         statuses={int(k): v for k, v in data["statuses"].items()},
         socket_errors=data["socket_errors"] + data["timeouts"] + data["overflow"],
@@ -288,7 +314,10 @@ def run_wrk(
 
 
 def _python_client(
-    port: int, route: str, requests: list[tuple[dict[str, str], bytes]], start_at: float,
+    port: int,
+    route: str,
+    requests: list[tuple[dict[str, str], bytes]],
+    start_at: float,
     results: Any,
 ) -> None:
     """One keep-alive client process: send ``requests`` in order, report latencies."""
@@ -317,8 +346,9 @@ def _python_client(
             accepted += 1
         elif len(samples) < 3:
             samples.append(f"{response.status} {data[:200].decode(errors='replace')}")
-    results.put((first, time.monotonic(), latencies, dict(statuses), accepted, socket_errors,
-                 samples))
+    results.put(
+        (first, time.monotonic(), latencies, dict(statuses), accepted, socket_errors, samples)
+    )
     connection.close()
 
 
@@ -330,10 +360,14 @@ def run_python_load(
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     start_at = time.monotonic() + 0.5
-    procs = [context.Process(target=_python_client,
-                             args=(port, route, rows[i::concurrency], start_at, results),
-                             daemon=True)
-             for i in range(min(concurrency, count))]
+    procs = [
+        context.Process(
+            target=_python_client,
+            args=(port, route, rows[i::concurrency], start_at, results),
+            daemon=True,
+        )
+        for i in range(min(concurrency, count))
+    ]
     for proc in procs:
         proc.start()
     parts = []
@@ -352,11 +386,15 @@ def run_python_load(
     for part in parts:
         statuses.update(part[3])
     return RoundResult(
-        target=target, expected=count, answered=len(latencies),
+        target=target,
+        expected=count,
+        answered=len(latencies),
         accepted=sum(part[4] for part in parts),
         seconds=(max(p[1] for p in parts) - min(p[0] for p in parts)) if parts else 0.0,
-        p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000,
-        max_ms=max(latencies, default=math.nan) * 1000, statuses=dict(statuses),
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        max_ms=max(latencies, default=math.nan) * 1000,
+        statuses=dict(statuses),
         socket_errors=sum(part[5] for part in parts),
         samples=[s for part in parts for s in part[6]][:3],
     )
@@ -382,8 +420,12 @@ def _base_env(workdir: Path, loads: Sequence[WebhookLoad]) -> dict[str, str]:
     from emulators.sandbox import sandbox_env
 
     keys = {name: value for load in loads for name, value in load.env().items()}
-    return sandbox_env(workdir, CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
-                       CALLREC_PUBLIC_BASE_URL=PUBLIC_BASE_URL, **keys)
+    return sandbox_env(
+        workdir,
+        CALLREC_QUEUE_PREFIX=f"bench{uuid.uuid4().hex[:10]}",
+        CALLREC_PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+        **keys,
+    )
 
 
 @contextlib.contextmanager
@@ -396,7 +438,6 @@ def open_stack(
         yield Stack(name, env)
         return
     import psycopg
-    import redis
 
     database = f"callrec_bench_{uuid.uuid4().hex[:10]}"
     admin = re.sub(r"^postgresql\+psycopg://", "postgresql://", pg_admin)
@@ -406,19 +447,14 @@ def open_stack(
     try:
         parts = urlsplit(admin)
         env["CALLREC_DATABASE_URL"] = urlunsplit(
-            ("postgresql+psycopg", parts.netloc, f"/{database}", parts.query, ""))
+            ("postgresql+psycopg", parts.netloc, f"/{database}", parts.query, "")
+        )
         env["CALLREC_BROKER_URL"] = redis_url
         yield Stack(name, env)
     finally:
         with psycopg.connect(admin, autocommit=True, connect_timeout=10) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        client = redis.Redis.from_url(redis_url, socket_timeout=10)
-        try:
-            keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        drop_redis_keys(redis_url, prefix)
 
 
 def published_count(stack: Stack) -> int | None:
@@ -426,24 +462,7 @@ def published_count(stack: Stack) -> int | None:
     broker = stack.env["CALLREC_BROKER_URL"]
     queue = f"{stack.env['CALLREC_QUEUE_PREFIX']}.capture"
     try:
-        if broker.startswith("redis"):
-            import redis
-
-            client = redis.Redis.from_url(broker, socket_timeout=10)
-            try:
-                return int(client.llen(queue))
-            finally:
-                client.close()
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(broker.removeprefix("sqla+"))
-        try:
-            with engine.connect() as connection:
-                return int(connection.execute(text(
-                    "SELECT count(*) FROM kombu_message m JOIN kombu_queue q"
-                    " ON m.queue_id = q.id WHERE q.name = :q"), {"q": queue}).scalar_one())
-        finally:
-            engine.dispose()
+        return broker_messages(broker, queue)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         print(f"  (could not count broker messages: {type(exc).__name__}: {first})")
@@ -480,38 +499,6 @@ class Ledger:
 # -- servers ----------------------------------------------------------------------------------
 
 
-def start_gunicorn(
-    app: str, env: dict[str, str], workdir: Path, workers: int, threads: int, name: str
-) -> tuple[ManagedProcess, int]:
-    """``gunicorn APP`` on a free loopback port; returns once ``/healthz`` answers 200."""
-    port = free_port()
-    server = ManagedProcess(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
-         "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--log-level", "warning",
-         app],
-        env=env, cwd=workdir, log_path=workdir / f"{name}.log", name=name,
-    )
-    try:
-        def healthy() -> bool:
-            if not server.alive():
-                raise RuntimeError(f"{name} exited early:\n{server.log_tail()}")
-            return http_status(f"http://127.0.0.1:{port}/healthz", timeout=1.0) == 200
-
-        wait_until(healthy, 60, 0.2, f"{name} /healthz")
-    except BaseException:
-        server.stop()
-        raise
-    return server, port
-
-
-def child_env(stack_env: dict[str, str]) -> dict[str, str]:
-    """This process's env without any CALLREC_* of the caller, plus the stack's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
-    env.update(stack_env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
 # -- the benchmark ----------------------------------------------------------------------------
 
 
@@ -531,9 +518,7 @@ class RouteReport:
         return [r for r in self.rounds if r.target == target]
 
 
-def run_stack(
-    name: str, args: argparse.Namespace, root: Path, use_wrk: bool
-) -> list[RouteReport]:
+def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) -> list[RouteReport]:
     """Servers up; per provider route: warm-up, interleaved rounds, ledger check; torn down."""
     from ledger import migrate
 
@@ -543,20 +528,26 @@ def run_stack(
     reports: list[RouteReport] = []
     with contextlib.ExitStack() as cleanup:
         stack = cleanup.enter_context(
-            open_stack(name, workdir, loads, args.postgres_admin_url, args.redis_url))
+            open_stack(name, workdir, loads, args.postgres_admin_url, args.redis_url)
+        )
         migrate(stack.database_url)
         env = child_env(stack.env)
         servers = {}
         for target, app in (("callrec", "ingest.wsgi:app"), ("bare", "bench.bare_app:app")):
-            server, port = start_gunicorn(app, env, workdir, args.workers, args.threads,
-                                          f"{target}-gunicorn")
+            server, port = start_gunicorn(
+                app, env, workdir, args.workers, args.threads, f"{target}-gunicorn"
+            )
             cleanup.callback(server.stop)
             servers[target] = (server, port)
         # The relay process publishes what the web process committed: it runs through every
         # round, so its CPU (and the broker's) counts against callrec on these shared cores.
-        relay = ManagedProcess([sys.executable, "-m", "callrec_cli", "relay"],
-                               log_path=workdir / "relay.log", env=env, cwd=workdir,
-                               name="relay")
+        relay = ManagedProcess(
+            [sys.executable, "-m", "callrec_cli", "relay"],
+            log_path=workdir / "relay.log",
+            env=env,
+            cwd=workdir,
+            name="relay",
+        )
         cleanup.callback(relay.stop)
         ledger = Ledger(stack.database_url)
         cleanup.callback(ledger.close)
@@ -568,23 +559,28 @@ def run_stack(
             sign_batch(load, count, tag, batch)
             port = servers[target][1]
             if use_wrk:
-                result = run_wrk(port, load.route, batch, count, args.concurrency, workdir,
-                                 target)
+                result = run_wrk(port, load.route, batch, count, args.concurrency, workdir, target)
             else:
-                result = run_python_load(port, load.route, batch, count, args.concurrency,
-                                         target)
+                result = run_python_load(port, load.route, batch, count, args.concurrency, target)
             batch.unlink()
             if target == "callrec":
                 report.callrec_accepted += result.accepted
                 began = time.monotonic()
                 try:
-                    wait_until(lambda: ledger.unpublished() == 0, args.drain_timeout, 0.05,
-                               "the relay to publish every new row")
+                    wait_until(
+                        lambda: ledger.unpublished() == 0,
+                        args.drain_timeout,
+                        0.05,
+                        "the relay to publish every new row",
+                    )
                     result.drain_s = time.monotonic() - began
                 except TimeoutError:
                     result.drain_s = math.inf
-                    print(f"  warning: {ledger.unpublished()} rows still unpublished after "
-                          f"{args.drain_timeout:g}s", flush=True)
+                    print(
+                        f"  warning: {ledger.unpublished()} rows still unpublished after "
+                        f"{args.drain_timeout:g}s",
+                        flush=True,
+                    )
             for server, _port in servers.values():
                 if not server.alive():
                     raise RuntimeError(f"{server.name} died:\n{server.log_tail()}")
@@ -601,15 +597,23 @@ def run_stack(
             for index in range(args.rounds):
                 order = ("bare", "callrec") if index % 2 == 0 else ("callrec", "bare")
                 for target in order:
-                    result = measure(load, report, target, args.requests,
-                                     f"{name}-{load.provider}-r{index}-{target}")
+                    result = measure(
+                        load,
+                        report,
+                        target,
+                        args.requests,
+                        f"{name}-{load.provider}-r{index}-{target}",
+                    )
                     report.rounds.append(result)
-                    drain = ("" if math.isnan(result.drain_s)
-                             else f", relay drain {result.drain_s:.2f}s")
-                    print(f"{label} round {index + 1}/{args.rounds} {target:7s} "
-                          f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                          f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}",
-                          flush=True)
+                    drain = (
+                        "" if math.isnan(result.drain_s) else f", relay drain {result.drain_s:.2f}s"
+                    )
+                    print(
+                        f"{label} round {index + 1}/{args.rounds} {target:7s} "
+                        f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                        f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}",
+                        flush=True,
+                    )
                     for sample in result.samples:
                         print(f"    non-accepted answer: {sample}")
             report.ledger_rows = ledger.recordings() - rows_before
@@ -626,22 +630,42 @@ def run_stack(
 def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
     """Print the tables; True when every target is met."""
     print()
-    print(f"receiver benchmark: {args.requests} requests/round x {args.rounds} rounds, "
-          f"{args.concurrency} clients, gunicorn --workers {args.workers} --threads "
-          f"{args.threads}, {os.cpu_count()} CPUs (medians over rounds)")
+    print(
+        f"receiver benchmark: {args.requests} requests/round x {args.rounds} rounds, "
+        f"{args.concurrency} clients, gunicorn --workers {args.workers} --threads "
+        f"{args.threads}, {os.cpu_count()} CPUs (medians over rounds)"
+    )
     rows: list[list[Any]] = []
     for report in reports:
         for target in ("callrec", "bare"):
             results = report.of(target)
-            rows.append([
-                report.stack, report.provider, target, median([r.rps for r in results]),
-                median([r.p50_ms for r in results]), median([r.p99_ms for r in results]),
-                max((r.max_ms for r in results), default=math.nan),
-                sum(r.errors for r in results),
-                median([r.drain_s for r in results if not math.isnan(r.drain_s)]),
-            ])
-    print_table(["stack", "route", "target", "req/s", "p50 ms", "p99 ms", "max ms", "errors",
-                 "relay drain s"], rows)
+            rows.append(
+                [
+                    report.stack,
+                    report.provider,
+                    target,
+                    median([r.rps for r in results]),
+                    median([r.p50_ms for r in results]),
+                    median([r.p99_ms for r in results]),
+                    max((r.max_ms for r in results), default=math.nan),
+                    sum(r.errors for r in results),
+                    median([r.drain_s for r in results if not math.isnan(r.drain_s)]),
+                ]
+            )
+    print_table(
+        [
+            "stack",
+            "route",
+            "target",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "errors",
+            "relay drain s",
+        ],
+        rows,
+    )
     print()
     ok = True
     verdicts: list[list[Any]] = []
@@ -657,44 +681,99 @@ def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
         errors_ok = sum(r.errors for r in report.rounds) == 0
         ok = ok and ratio_ok and p99_ok and counted and errors_ok
         at = "" if args.concurrency == TARGET_P99_CLIENTS else f" (at {TARGET_P99_CLIENTS} clients)"
-        verdicts.append([
-            report.stack, report.provider, ratio, f">= {TARGET_RATIO}",
-            "PASS" if ratio_ok else "MISS", p99, f"< {TARGET_P99_MS:g}{at}",
-            "PASS" if p99_ok else "MISS", f"{report.ledger_rows}/{report.callrec_accepted}",
-            "ok" if counted else "MISMATCH", report.published,
-        ])
-    print_table(["stack", "route", "callrec/bare", "target", "", "callrec p99 ms", "target", "",
-                 "ledger rows/accepted", "", "broker msgs"], verdicts)
+        verdicts.append(
+            [
+                report.stack,
+                report.provider,
+                ratio,
+                f">= {TARGET_RATIO}",
+                "PASS" if ratio_ok else "MISS",
+                p99,
+                f"< {TARGET_P99_MS:g}{at}",
+                "PASS" if p99_ok else "MISS",
+                f"{report.ledger_rows}/{report.callrec_accepted}",
+                "ok" if counted else "MISMATCH",
+                report.published,
+            ]
+        )
+    print_table(
+        [
+            "stack",
+            "route",
+            "callrec/bare",
+            "target",
+            "",
+            "callrec p99 ms",
+            "target",
+            "",
+            "ledger rows/accepted",
+            "",
+            "broker msgs",
+        ],
+        verdicts,
+    )
     return ok
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python bench/receiver.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=None,
-                        help="requests per measured round and server (default 6000; quick 300)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="measured rounds per server, interleaved (default 3; quick 1)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="unmeasured requests per server first (default 300; quick 100)")
+        prog="python bench/receiver.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="requests per measured round and server (default 6000; quick 300)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="measured rounds per server, interleaved (default 3; quick 1)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="unmeasured requests per server first (default 300; quick 100)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--stacks", default=",".join(STACKS),
-                        help=f"comma-separated, default all: {', '.join(STACKS)}")
-    parser.add_argument("--providers", default=",".join(LOADS),
-                        help=f"routes to load, comma-separated, default all: {', '.join(LOADS)}")
+    parser.add_argument(
+        "--stacks",
+        default=",".join(STACKS),
+        help=f"comma-separated, default all: {', '.join(STACKS)}",
+    )
+    parser.add_argument(
+        "--providers",
+        default=",".join(LOADS),
+        help=f"routes to load, comma-separated, default all: {', '.join(LOADS)}",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn --workers (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn --threads (default 4)")
-    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator (default auto: wrk when installed)")
+    parser.add_argument(
+        "--load",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator (default auto: wrk when installed)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run (under a minute)")
-    parser.add_argument("--postgres-admin-url", default=DEFAULT_PG_ADMIN,
-                        help=f"a database to connect to for CREATE/DROP DATABASE "
-                             f"(default {DEFAULT_PG_ADMIN})")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS,
-                        help=f"broker of postgres-redis (default {DEFAULT_REDIS})")
-    parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
-                        help="after each callrec round, how long to wait for the relay to "
-                             f"publish every new row (default {DRAIN_TIMEOUT_S:g} s)")
+    parser.add_argument(
+        "--postgres-admin-url",
+        default=DEFAULT_PG_ADMIN,
+        help=f"a database to connect to for CREATE/DROP DATABASE (default {DEFAULT_PG_ADMIN})",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS,
+        help=f"broker of postgres-redis (default {DEFAULT_REDIS})",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DRAIN_TIMEOUT_S,
+        help="after each callrec round, how long to wait for the relay to "
+        f"publish every new row (default {DRAIN_TIMEOUT_S:g} s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -725,8 +804,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()[0]
     busy = load > 0.5 * (os.cpu_count() or 1)
     note = " (the machine was busy in the last minute: expect noise)" if busy else ""
-    print(f"load generator: {'wrk' if use_wrk else 'python processes'}; "
-          f"load average {load:.2f}{note}", flush=True)
+    print(
+        f"load generator: {'wrk' if use_wrk else 'python processes'}; "
+        f"load average {load:.2f}{note}",
+        flush=True,
+    )
 
     def _sigterm(_signo: int, _frame: object) -> None:
         raise KeyboardInterrupt

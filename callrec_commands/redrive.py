@@ -24,13 +24,13 @@ def _actor() -> str:
 
 def _publish(loaded: Settings, sessions: sessionmaker[Session], ids: Iterable[int]) -> int:
     """Wake workers for the rows; unsent ones stay unpublished for the relay and sweeper."""
-    from ledger.publish import publish_and_record
-    from workers.celery_config import capture_queue, make_celery
+    from ledger.publish import Lane, publish_and_record
+    from workers.celery_config import capture_queue_of, make_celery
 
     celery = make_celery(loaded)
-    queue = capture_queue(loaded)
 
-    def send(recording_id: int, countdown: float | None) -> None:
+    def send(recording_id: int, countdown: float | None, lane: Lane) -> None:
+        queue = capture_queue_of(loaded, lane)
         celery.send_task("callrec.capture", args=[recording_id], countdown=countdown, queue=queue)
 
     try:

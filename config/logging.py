@@ -13,19 +13,36 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from config.redact import redact
 
-__all__ = ["configure_logging", "log_context"]
+__all__ = [
+    "NOISY_LOGGERS",
+    "configure_logging",
+    "log_context",
+    "only_log_context",
+    "redact_every_handler",
+    "redacting_handler",
+]
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})  # noqa: B039
 
 
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
+def log_context(**fields: Any) -> contextlib.AbstractContextManager[None]:
     """Add ``fields`` to every log record emitted inside the block."""
-    token = _context.set({**_context.get(), **fields})
+    return _bound({**_context.get(), **fields})
+
+
+def only_log_context(**fields: Any) -> contextlib.AbstractContextManager[None]:
+    """Bind exactly ``fields`` inside the block, dropping the surrounding context (a thread
+    logging on behalf of others, e.g. the group commit's leader request)."""
+    return _bound(fields)
+
+
+@contextlib.contextmanager
+def _bound(context: dict[str, Any]) -> Iterator[None]:
+    token = _context.set(context)
     try:
         yield
     finally:
@@ -69,12 +86,39 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    """Install the redacting handler on the root logger (idempotent)."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler = logging.StreamHandler(sys.stderr)
+#: Libraries that log request URLs (presigned signatures included) or headers below WARNING:
+#: httpx/httpcore every request URL at INFO/DEBUG, botocore its signed headers at DEBUG.
+NOISY_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer")
+
+
+def redacting_handler(stream: IO[str], fmt: str = "auto") -> logging.Handler:
+    """A handler writing redacted records to ``stream``: JSON lines, or text on a terminal."""
+    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     handler.addFilter(RedactingFilter())
+    return handler
+
+
+def redact_every_handler() -> None:
+    """Give every handler of every logger a :class:`RedactingFilter` (once).
+
+    For handlers installed by others, e.g. Celery's on the ``multiprocessing`` logger.
+    """
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Install the redacting handler on the root logger (idempotent)."""
+    handler = redacting_handler(sys.stderr, fmt)
     root = logging.getLogger()
     for existing in list(root.handlers):
         if getattr(existing, "_callrec", False):
@@ -82,6 +126,5 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     handler._callrec = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # httpx logs every request URL (presigned signatures included) at INFO.
-    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -119,8 +119,9 @@ class Metrics:
         )
         self.captures_verified = self._counter(
             "callrec_captures_verified",
-            "Stored recordings whose object storage reported back at its key with the size "
-            "that was hashed.",
+            "Stored recordings whose object storage confirmed the bytes that were hashed: "
+            "the conditional create's answer (S3: Content-MD5 checked, ETag compared), or a "
+            "stat with that size for an earlier attempt's object.",
             pa,
         )
         self.bytes_stored = self._counter("callrec_stored_bytes", "Audio bytes stored.", pa)

@@ -42,7 +42,7 @@ def configure_sentry(settings: Settings, component: str) -> bool:
 
     sentry_sdk.init(
         dsn=settings.sentry_dsn,
-        send_default_pii=False,
+        # No PII is the default; the explicit send_default_pii=False is deprecated (2.7x).
         max_request_body_size="never",
         include_local_variables=False,
         before_send=_before_send,  # type: ignore[arg-type]

@@ -220,7 +220,8 @@ class Settings:
     queue_prefix: str = setting(
         _str,
         "callrec",
-        "Prefix of the Celery queue names (`<prefix>.capture`, `<prefix>.sweep`, `<prefix>.poll`).",
+        "Prefix of the Celery queue names (`<prefix>.capture`, `<prefix>.capture.backfill`, "
+        "`<prefix>.sweep`, `<prefix>.poll`).",
     )
     public_base_url: str | None = setting(
         _public_base,
@@ -304,6 +305,12 @@ class Settings:
     )
     max_attempts: int = setting(
         _int(1, 100), "8", "Capture attempts before a recording is marked failed."
+    )
+    storage_outage_max_seconds: int = setting(
+        _int(0),
+        "86400",
+        "How long after it was accepted a recording may wait out storage outages (S3 "
+        "unreachable, timing out, 5xx) without those attempts counting against MAX_ATTEMPTS.",
     )
     retry_base_seconds: float = setting(
         _float(0.0),

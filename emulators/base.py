@@ -7,8 +7,12 @@ Faults (:meth:`Emulator.inject`) fire on the next matching requests, before any 
 signature check, and are consumed as they fire (FIFO per target): ``"api"`` (the provider's
 REST API) or ``"audio"`` (the media URLs). Kinds: ``"429"`` (``retry_after=1``), ``"500"``,
 ``"503"``, ``"slow"`` (``seconds=1.0``, then answers normally), and for audio only ``"expired"``
-(403 even for a fresh URL) and ``"truncate"`` (full ``Content-Length``, connection closed after
-``after_bytes``, default half the body; HEAD requests do not consume it).
+(403 even for a fresh URL), ``"truncate"`` (full ``Content-Length``, connection closed after
+``after_bytes``, default half the body; HEAD requests do not consume it), ``"expire_mid"`` (a
+truncate that also expires the URL it was served on: that exact URL answers 403 ``Request has
+expired`` from then on), ``"cut_chunked"`` (no ``Content-Length``: a chunked body whose
+connection closes after ``after_bytes`` without the last chunk) and ``"trickle"`` (the body
+spread over ``seconds``).
 """
 
 from __future__ import annotations
@@ -36,17 +40,28 @@ __all__ = ["Emulator", "Fault", "FaultKind", "FaultTarget", "RequestRecord", "js
 logger = logging.getLogger(__name__)
 
 FaultTarget = Literal["api", "audio"]
-FaultKind = Literal["429", "500", "503", "expired", "truncate", "slow"]
+FaultKind = Literal[
+    "429", "500", "503", "expired", "truncate", "slow", "expire_mid", "cut_chunked", "trickle"
+]
 
 _FAULT_KINDS: dict[str, frozenset[str]] = {
     "api": frozenset({"429", "500", "503", "slow"}),
-    "audio": frozenset({"429", "500", "503", "slow", "expired", "truncate"}),
+    "audio": frozenset(
+        {"429", "500", "503", "slow", "expired", "truncate", "expire_mid", "cut_chunked", "trickle"}
+    ),
 }
 _FAULT_OPTS: dict[str, frozenset[str]] = {
     "429": frozenset({"retry_after"}),
     "slow": frozenset({"seconds"}),
     "truncate": frozenset({"after_bytes"}),
+    "expire_mid": frozenset({"after_bytes"}),
+    "cut_chunked": frozenset({"after_bytes"}),
+    "trickle": frozenset({"seconds"}),
 }
+
+
+#: Faults that act on a body: a HEAD request (which has none) does not consume them.
+_BODY_FAULTS = frozenset({"truncate", "expire_mid", "cut_chunked", "trickle"})
 
 
 def json_response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
@@ -93,8 +108,9 @@ class Emulator(Served, abc.ABC):
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        """Start serving; returns self."""
+    def start(self, *, keep_alive: bool = False) -> Self:
+        """Start serving; returns self. ``keep_alive``: HTTP/1.1 keep-alive (``server.py``)."""
+        self._server.keep_alive = keep_alive
         self._server.start()
         return self
 
@@ -148,7 +164,7 @@ class Emulator(Served, abc.ABC):
         """The fault the next request to ``target`` meets (consuming one of its ``times``)."""
         with self._lock:
             queue = self._faults[target]
-            if not queue or (method == "HEAD" and queue[0].kind == "truncate"):
+            if not queue or (method == "HEAD" and queue[0].kind in _BODY_FAULTS):
                 return None
             fault = queue[0]
             fault.remaining -= 1

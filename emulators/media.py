@@ -82,6 +82,7 @@ class PresignedMedia:
 
     def __init__(self) -> None:
         self._secret = secrets.token_bytes(32)
+        self._expired_early: set[str] = set()  # signatures an "expire_mid" fault spent
 
     def presign(self, root_url: str, media_id: str, ext: str, ttl: float) -> str:
         """A URL under ``root_url`` for ``media_id``'s audio, valid ``ttl`` seconds."""
@@ -124,7 +125,7 @@ class PresignedMedia:
         expected = self._mac(request.path, params, expires_ms)
         if not hmac.compare_digest(expected, signature[16:]):
             return xml_error(403, "AccessDenied", "Access Denied")
-        if time.time() * 1000 > expires_ms:
+        if time.time() * 1000 > expires_ms or signature in self._expired_early:
             return expired(request, expires_ms / 1000)
         return None
 
@@ -148,8 +149,10 @@ class PresignedMedia:
                 return expired(request, time.time())
             if fault.kind == "slow":
                 time.sleep(float(fault.opts.get("seconds", 1.0)))
-            elif fault.kind == "truncate":
+            elif fault.kind in ("truncate", "expire_mid", "cut_chunked"):
                 truncate_after = fault.opts.get("after_bytes", -1)
+            elif fault.kind == "trickle":
+                stream = _trickled(stream, float(fault.opts.get("seconds", 1.0)))
             else:
                 return _fault_error(fault)
         denied = self.check(request)
@@ -160,6 +163,10 @@ class PresignedMedia:
         media = find(match.group(1), match.group(2))
         if media is None:
             return xml_error(404, "NoSuchKey", "The specified key does not exist.")
+        if fault is not None and fault.kind == "expire_mid":
+            self._expired_early.add(request.args.get("X-Amz-Signature", ""))
+        if fault is not None and fault.kind == "cut_chunked":
+            return _cut_chunked_response(media, truncate_after, stream)
         return ranged_response(request, media, truncate_after, stream)
 
 
@@ -175,6 +182,41 @@ def expired(request: Request, expired_at: float) -> Response:
             "ServerTime": iso_ms(datetime.now(UTC)),
         },
     )
+
+
+_TRICKLE_STEPS = 40  # a trickled body arrives in this many pieces
+
+
+def _trickled(stream: StreamFn, seconds: float) -> StreamFn:
+    """``stream`` spread over ``seconds``: the body in ``_TRICKLE_STEPS`` pieces, paced."""
+
+    def paced(source: AudioSource, start: int, end: int, limit: int | None) -> Iterator[bytes]:
+        piece = max(1, (end - start) // _TRICKLE_STEPS)
+        for chunk in stream(source, start, end, limit):
+            for offset in range(0, len(chunk), piece):
+                yield chunk[offset : offset + piece]
+                time.sleep(seconds / _TRICKLE_STEPS)
+
+    return paced
+
+
+class BodyCut(Exception):
+    """Raised inside a chunked body to make the server drop the connection mid-stream."""
+
+
+def _cut_chunked_response(media: MediaFile, after_bytes: int | None, stream: StreamFn) -> Response:
+    """A 200 without ``Content-Length`` (so chunked) whose connection closes after
+    ``after_bytes`` (default half) without the terminating chunk: werkzeug drops the connection
+    when the body iterator raises once the headers are out."""
+    size = media.source.size
+    limit = size // 2 if after_bytes is None or after_bytes < 0 else min(after_bytes, size)
+
+    def body() -> Iterator[bytes]:
+        yield from stream(media.source, 0, size, limit)
+        raise BodyCut("cut_chunked fault: connection dropped mid-body")
+
+    headers = {"Content-Type": media.content_type}
+    return Response(body(), status=200, headers=headers, direct_passthrough=True)
 
 
 def _fault_error(fault: Fault) -> Response:

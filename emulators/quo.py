@@ -60,6 +60,7 @@ from emulators.audio import MP3_PREFIX, AudioSource
 from emulators.base import Emulator
 from emulators.base import json_response as _json
 from emulators.media import MediaFile, PresignedMedia, iso_ms
+from emulators.numbers import QUO_LINE, QUO_PARTICIPANT
 
 __all__ = [
     "CALL_STATUSES",
@@ -162,7 +163,7 @@ class QuoCall:
     direction: str = "incoming"
     status: str = "completed"
     phone_number_id: str = "PNtoDbDhuz"
-    participant: str = "+18005550100"
+    participant: str = QUO_PARTICIPANT
     user_id: str = "USu5AsEHuQ"
 
     def item(self) -> dict[str, Any]:
@@ -231,7 +232,7 @@ class QuoEmulator(Emulator):
         created_at: datetime | None = None,
         call_status: str = "completed",
         phone_number_id: str = "PNtoDbDhuz",
-        participant: str = "+18005550100",
+        participant: str = QUO_PARTICIPANT,
         user_id: str = "USu5AsEHuQ",
     ) -> QuoCall:
         """A call with ``segments`` recordings (0 for an unrecorded call) in ``status``.
@@ -558,8 +559,8 @@ def call_event_body(
     resource = {
         "id": call.id,
         "object": "call",
-        "from": call.participant if call.direction == "incoming" else "+18885550101",
-        "to": "+18885550101" if call.direction == "incoming" else call.participant,
+        "from": call.participant if call.direction == "incoming" else QUO_LINE,
+        "to": QUO_LINE if call.direction == "incoming" else call.participant,
         "direction": call.direction,
         "media": [
             {"url": f"{media_base}/{rec.id}.mp3", "type": "audio/mpeg", "duration": rec.duration}

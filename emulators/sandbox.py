@@ -86,7 +86,9 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         name: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
+        """``preexec_fn`` runs in the child before it execs (e.g. to set a resource limit)."""
         self.name = name or Path(argv[0]).name
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
@@ -98,6 +100,7 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
 
     @property

@@ -46,10 +46,11 @@ from werkzeug.wrappers import Request, Response
 from emulators.audio import MP3_PREFIX, AudioSource, wav_header
 from emulators.base import Emulator, FaultKind, FaultTarget, RequestRecord
 from emulators.base import json_response as _json
-from emulators.media import MediaFile, PresignedMedia, iso_ms
+from emulators.media import MediaFile, PresignedMedia, StreamFn, iso_ms
 
 # The audio body generator, looked up per request so bench/capture_child.py can pace it.
 from emulators.media import stream_range as _stream
+from emulators.numbers import TELNYX_FROM, TELNYX_TO
 
 __all__ = [
     "RATE_LIMITED_BODY",
@@ -251,6 +252,11 @@ class TelnyxEmulator(Emulator):
         self._last_created: datetime | None = None
         self._window_start = time.monotonic()
         self._window_count = 0
+        #: Serve list pages of at most this many items whatever ``page[size]`` asks (None: no
+        #: cap), so a few recordings spread over several pages.
+        self.max_page_size: int | None = None
+        #: ``page[number]`` of every list request answered, in order.
+        self.list_pages_served: list[int] = []
 
     @property
     def base_url(self) -> str:
@@ -269,8 +275,8 @@ class TelnyxEmulator(Emulator):
         channels: str = "dual",
         duration_millis: int = 60000,
         started_at: datetime | None = None,
-        from_: str = "+15551230000",
-        to: str = "+15557650000",
+        from_: str = TELNYX_FROM,
+        to: str = TELNYX_TO,
         wav_size: int | None = None,
         call_leg_id: str | None = None,
         call_control_id: str | None = None,
@@ -361,8 +367,14 @@ class TelnyxEmulator(Emulator):
             return self._api(request)
         if path.startswith("/media/"):
             fault = self.take_fault("audio", request.method)
-            return self._media.serve(request, fault, self._media_file, stream=_stream)
+            return self._media.serve(
+                request, fault, self._media_file, stream=self.audio_stream(request)
+            )
         return _json(PAGE_NOT_FOUND_BODY, 404)
+
+    def audio_stream(self, request: Request) -> StreamFn:
+        """The body generator of one audio response; a subclass may pace or observe it."""
+        return _stream
 
     def _media_file(self, recording_id: str, ext: str) -> MediaFile | None:
         rec = self.get_recording(recording_id)
@@ -437,6 +449,10 @@ class TelnyxEmulator(Emulator):
         args = request.args
         page_number = _int_param(args, "page[number]", 1, minimum=1)
         page_size = _int_param(args, "page[size]", 20, minimum=1, maximum=250)
+        if self.max_page_size is not None:
+            page_size = min(page_size, self.max_page_size)
+        with self._lock:
+            self.list_pages_served.append(page_number)
         recs = self.recordings
         for name, value in args.items(multi=True):
             if not name.startswith("filter"):

@@ -35,6 +35,7 @@ from werkzeug.wrappers import Request, Response
 from emulators.audio import MP3_PREFIX, AudioSource, wav_header
 from emulators.base import Emulator, json_response
 from emulators.media import MediaFile, PresignedMedia, iso_ms
+from emulators.numbers import VOICEGENIE_PREFIX
 
 __all__ = ["VoiceGenieEmulator", "VoiceGenieRecording", "envelope_error", "minutes_ago"]
 
@@ -137,7 +138,7 @@ class VoiceGenieEmulator(Emulator):
             format=format,
             status=status,
             campaign_id=campaign_id,
-            phone_number="+15555550" + f"{secrets.randbelow(200):03d}",  # fiction range
+            phone_number=VOICEGENIE_PREFIX + f"{secrets.randbelow(200):03d}",
             reported_size=reported_size,
         )
         with self._lock:

@@ -44,6 +44,7 @@ from emulators.audio import MP3_PREFIX, AudioSource
 from emulators.base import Emulator, Fault
 from emulators.base import json_response as _json
 from emulators.media import MediaFile, PresignedMedia, StreamFn, stream_range
+from emulators.numbers import VOXO_DIALED
 
 __all__ = ["CENTRAL", "MAX_RANGE", "VoxoEmulator", "VoxoRecording", "error_body"]
 
@@ -104,7 +105,7 @@ class VoxoRecording:
             "start": self.start,
             "callerIdNumber": "1008",
             "callerIdName": "EMULATOR",
-            "dialedNum": "8005550123",
+            "dialedNum": VOXO_DIALED,
             "direction": self.direction,
             "disposition": "ANSWERED",
             "duration": self.duration,
@@ -113,7 +114,7 @@ class VoxoRecording:
             "qos": 1,
             "uniqueId": self.unique_id,
             "prevUniqueId": "",
-            "whoAnswered": "8005550123",
+            "whoAnswered": VOXO_DIALED,
             "recorded": self.recorded,
         }
 

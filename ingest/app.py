@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -17,7 +19,7 @@ from config.settings import Settings
 from ingest.health import health
 from ingest.metrics import metrics_view
 from ingest.status import status
-from ingest.webhooks import webhooks
+from ingest.webhooks import record_committed, webhooks
 from ledger import make_engine, make_session_factory
 from ledger.group_commit import GroupCommitter
 from providers.http import new_http_client
@@ -35,6 +37,8 @@ class IngestState:
     committer: GroupCommitter
     accounts: Accounts
     celery: Celery
+    #: When a webhook was received (unix seconds): signature timestamps are judged against it.
+    clock: Callable[[], float] = field(default=time.time)
 
 
 def create_app(settings: Settings) -> Flask:
@@ -50,7 +54,7 @@ def create_app(settings: Settings) -> Flask:
     app.extensions["callrec"] = IngestState(
         settings=settings,
         sessions=sessions,
-        committer=GroupCommitter(engine),
+        committer=GroupCommitter(engine, on_commit=record_committed),
         accounts=Accounts(settings, new_http_client(settings.http_timeout_seconds)),
         celery=celery,
     )

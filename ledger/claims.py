@@ -11,22 +11,115 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Update
 
-from ledger.models import WAITING_STATES, Recording, RecordingEvent, State, utcnow
+from ledger.models import (
+    WAITING_STATES,
+    AccountState,
+    Recording,
+    RecordingEvent,
+    State,
+    UTCDateTime,
+    utcnow,
+)
 
 __all__ = ["Claim", "claim", "defer", "finish", "release_for_retry"]
 
 # A countdown message may arrive a little before the row's next_attempt_at (clock rounding).
 EARLY_TOLERANCE = timedelta(seconds=2)
 
+RECORDINGS = cast(Table, Recording.__table__)
+EVENTS = cast(Table, RecordingEvent.__table__)
+ACCOUNTS = cast(Table, AccountState.__table__)
+_R = RECORDINGS.c
+
+
+def _at(name: str) -> Any:
+    return bindparam(name, type_=UTCDateTime())
+
+
+# Core statements built once (the ORM session and building each statement per call cost
+# ~2x the CPU of the claim itself: bench/capture_loop.py).
+_CLAIM = (
+    update(RECORDINGS)
+    .where(
+        _R.id == bindparam("rid"),
+        or_(
+            and_(
+                _R.state.in_(WAITING_STATES),
+                or_(_R.next_attempt_at.is_(None), _R.next_attempt_at <= _at("due_by")),
+            ),
+            and_(_R.state == State.FETCHING, _R.claimed_at < _at("stale_before")),
+        ),
+    )
+    .values(
+        state=State.FETCHING,
+        claim_token=bindparam("token"),
+        claimed_at=_at("now"),
+        updated_at=_at("now"),
+        attempts=_R.attempts + 1,
+    )
+    .returning(
+        _R.provider,
+        _R.account,
+        _R.recording_key,
+        _R.kind,
+        _R.call_id,
+        _R.hints,
+        _R.attempts,
+        _R.created_at,
+    )
+)
+_PAUSED_UNTIL = select(ACCOUNTS.c.paused_until).where(
+    ACCOUNTS.c.provider == bindparam("provider"), ACCOUNTS.c.account == bindparam("account")
+)
+_ADD_EVENT = insert(EVENTS).values(
+    recording_id=bindparam("rid"),
+    at=_at("now"),
+    state=bindparam("event_state"),
+    attempt=bindparam("attempt"),
+    detail=bindparam("detail"),
+)
+
+
+@lru_cache(maxsize=32)
+def _transition_statement(columns: tuple[str, ...]) -> Update:
+    """``UPDATE … WHERE id, state fetching, token`` setting ``columns`` (one per value set)."""
+    return (
+        update(RECORDINGS)
+        .where(
+            _R.id == bindparam("rid"),
+            _R.state == State.FETCHING,
+            _R.claim_token == bindparam("token"),
+        )
+        .values(
+            state=bindparam("new_state"),
+            updated_at=_at("now"),
+            claim_token=None,
+            **{c: bindparam(f"v_{c}", type_=RECORDINGS.c[c].type) for c in columns},
+        )
+    )
+
+
+def _engine(sessions: sessionmaker[Session]) -> Engine:
+    bind = sessions.kw["bind"]
+    assert isinstance(bind, Engine)
+    return bind
+
 
 @dataclass(frozen=True)
 class Claim:
-    """A snapshot of the claimed row; ``token`` must accompany every transition."""
+    """A snapshot of the claimed row; ``token`` must accompany every transition.
+
+    ``paused_until``: the account's rate-limit pause, if it runs past the claim (read in the
+    claim's transaction, so the capture needs no second ledger round trip for it).
+    """
 
     id: int
     token: str
@@ -38,57 +131,66 @@ class Claim:
     hints: dict[str, Any]
     attempt: int
     created_at: datetime
+    paused_until: datetime | None = None
 
 
 def claim(sessions: sessionmaker[Session], recording_id: int, lease: timedelta) -> Claim | None:
-    """Take the row for one capture attempt, or None if it is final, busy or not yet due."""
+    """Take the row for one capture attempt, or None if it is final, busy or not yet due.
+
+    One transaction: the conditional ``UPDATE … RETURNING``, the account's pause, the event.
+    """
     now = utcnow()
     token = str(uuid.uuid4())
-    with sessions.begin() as session:
-        claimed = session.execute(  # type: ignore[attr-defined]
-            update(Recording)
-            .where(
-                Recording.id == recording_id,
-                or_(
-                    and_(
-                        Recording.state.in_(WAITING_STATES),
-                        or_(
-                            Recording.next_attempt_at.is_(None),
-                            Recording.next_attempt_at <= now + EARLY_TOLERANCE,
-                        ),
-                    ),
-                    and_(Recording.state == State.FETCHING, Recording.claimed_at < now - lease),
-                ),
-            )
-            .values(
-                state=State.FETCHING,
-                claim_token=token,
-                claimed_at=now,
-                updated_at=now,
-                attempts=Recording.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed != 1:
+    with _engine(sessions).begin() as connection:
+        row = connection.execute(
+            _CLAIM,
+            {
+                "rid": recording_id,
+                "due_by": now + EARLY_TOLERANCE,
+                "stale_before": now - lease,
+                "token": token,
+                "now": now,
+            },
+        ).one_or_none()
+        if row is None:
             return None
-        row = session.execute(select(Recording).where(Recording.id == recording_id)).scalar_one()
-        session.add(
-            RecordingEvent(
-                recording_id=row.id, at=now, state=State.FETCHING, attempt=row.attempts, detail=None
-            )
-        )
-        return Claim(
-            id=row.id,
-            token=token,
-            provider=row.provider,
-            account=row.account,
-            recording_key=row.recording_key,
-            kind=row.kind,
-            call_id=row.call_id,
-            hints=dict(row.hints or {}),
-            attempt=row.attempts,
-            created_at=row.created_at,
-        )
+        paused = connection.execute(
+            _PAUSED_UNTIL, {"provider": row.provider, "account": row.account}
+        ).scalar_one_or_none()
+        _add_event(connection, recording_id, now, State.FETCHING, row.attempts, None)
+    return Claim(
+        id=recording_id,
+        token=token,
+        provider=row.provider,
+        account=row.account,
+        recording_key=row.recording_key,
+        kind=row.kind,
+        call_id=row.call_id,
+        hints=dict(row.hints or {}),
+        attempt=row.attempts,
+        created_at=row.created_at,
+        paused_until=paused if paused is not None and paused > now else None,
+    )
+
+
+def _add_event(
+    connection: Connection,
+    recording_id: int,
+    now: datetime,
+    state: str,
+    attempt: int,
+    detail: str | None,
+) -> None:
+    connection.execute(
+        _ADD_EVENT,
+        {
+            "rid": recording_id,
+            "now": now,
+            "event_state": state,
+            "attempt": attempt,
+            "detail": detail,
+        },
+    )
 
 
 def _transition(
@@ -99,23 +201,15 @@ def _transition(
     **values: Any,
 ) -> bool:
     now = utcnow()
-    with sessions.begin() as session:
-        changed = session.execute(  # type: ignore[attr-defined]
-            update(Recording)
-            .where(
-                Recording.id == held.id,
-                Recording.state == State.FETCHING,
-                Recording.claim_token == held.token,
-            )
-            .values(state=state, updated_at=now, claim_token=None, **values)
-            .execution_options(synchronize_session=False)
+    statement = _transition_statement(tuple(sorted(values)))
+    params = {f"v_{column}": value for column, value in values.items()}
+    with _engine(sessions).begin() as connection:
+        changed = connection.execute(
+            statement,
+            {"rid": held.id, "token": held.token, "new_state": state, "now": now, **params},
         ).rowcount
         if changed == 1:
-            session.add(
-                RecordingEvent(
-                    recording_id=held.id, at=now, state=state, attempt=held.attempt, detail=detail
-                )
-            )
+            _add_event(connection, held.id, now, state, held.attempt, detail)
         return changed == 1
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "migrate"]
+__all__ = ["begin_write", "make_engine", "make_session_factory", "migrate"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -74,6 +74,16 @@ class _LedgerConnection(sqlite3.Connection):
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def begin_write(dbapi_connection: Any) -> None:
+    """Start a write transaction on a raw DBAPI connection of :func:`make_engine`'s pool.
+
+    SQLite (autocommit at the DBAPI level, see ``_pragmas``): the write lock, then ``BEGIN
+    IMMEDIATE``. PostgreSQL (psycopg): nothing, its first statement opens the transaction.
+    """
+    if isinstance(dbapi_connection, _LedgerConnection):
+        dbapi_connection.begin_write()
 
 
 def make_engine(url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:

@@ -45,6 +45,7 @@ __all__ = [
     "Delivery",
     "Recording",
     "RecordingEvent",
+    "Source",
     "State",
     "utcnow",
 ]
@@ -59,6 +60,17 @@ class State:
     STORED = "stored"
     FAILED = "failed"
     RESOLVED = "resolved"
+
+
+class Source:
+    """Where a row came from. ``BACKFILL`` rows (``callrec backfill``) and the rows their lookups
+    resolve into are captured on their own queue (``ledger.publish``), so a backfill never
+    queues ahead of a fresh recording."""
+
+    WEBHOOK = "webhook"
+    POLL = "poll"
+    LOOKUP = "lookup"
+    BACKFILL = "backfill"
 
 
 FINAL_STATES = frozenset({State.STORED, State.FAILED, State.RESOLVED})
@@ -105,7 +117,7 @@ class Recording(Base):
     account: Mapped[str] = mapped_column(String(64))
     recording_key: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str] = mapped_column(String(16), default="recording")
-    source: Mapped[str] = mapped_column(String(16), default="webhook")
+    source: Mapped[str] = mapped_column(String(16), default=Source.WEBHOOK)
     state: Mapped[str] = mapped_column(String(16), default=State.ACCEPTED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     call_id: Mapped[str | None] = mapped_column(String(256))

@@ -139,6 +139,9 @@ class Provider(abc.ABC):
     name: ClassVar[str]
     #: The content types this provider sends webhooks with; anything else gets 415.
     webhook_content_types: ClassVar[frozenset[str]]
+    #: A provider that sends no webhooks sets the reason every POST to its route (any account,
+    #: known or not) is refused with: 404 ``WebhooksNotOffered``.
+    webhooks_not_offered: ClassVar[str | None] = None
     #: Per-account settings read from the ``CALLREC_<NAME>_<FIELD>`` shorthand.
     credential_fields: ClassVar[tuple[str, ...]] = ()
     option_fields: ClassVar[tuple[str, ...]] = ()

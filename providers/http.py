@@ -46,12 +46,17 @@ def new_http_client(timeout: float) -> httpx.Client:
     )
 
 
-def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+def retry_after_seconds(
+    headers: Mapping[str, str], now: float | None = None, *, rate_limited: bool = True
+) -> float | None:
     """The wait a 429/503 asks for: ``retry-after-ms``, ``Retry-After`` or ``x-ratelimit-reset``.
 
     ``Retry-After`` may be seconds or an HTTP date. Telnyx documents ``x-ratelimit-reset`` "in
     seconds" without saying whether it is a delay or an epoch time: a value above 10^9 is taken
-    as an epoch time, anything smaller as a delay.
+    as an epoch time, anything smaller as a delay. It is a wait only for a request refused for
+    its rate (``rate_limited``, a 429): Telnyx sends it on every response, and taken from a 5xx
+    it would replace the jittered backoff with the window's reset, sending every row that failed
+    in one window back at the same moment.
     """
     now = time.time() if now is None else now
     raw_ms = headers.get("retry-after-ms")
@@ -71,7 +76,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
                 parsed = None
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - now)
-    reset = headers.get("x-ratelimit-reset")
+    reset = headers.get("x-ratelimit-reset") if rate_limited else None
     if reset:
         try:
             value = float(reset)
@@ -128,7 +133,9 @@ class ApiClient:
         if status == 429:
             raise RateLimited(f"API {reason}", retry_after_seconds(response.headers))
         if status in RETRYABLE_STATUSES or status >= 500:
-            raise RetryLater(f"API {reason}", retry_after_seconds(response.headers))
+            raise RetryLater(
+                f"API {reason}", retry_after_seconds(response.headers, rate_limited=False)
+            )
         if status in (401, 403):
             raise CredentialsRefused(f"API refused the credentials ({reason})", status)
         if status in (404, 410):

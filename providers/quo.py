@@ -68,6 +68,7 @@ from providers.json_body import parse_json_body
 from providers.ratelimit import Pacer
 from providers.signing import (
     SIGNATURE_REASON,
+    check_timestamp,
     check_timestamp_s_or_ms,
     decode_b64,
     load_b64_key,
@@ -178,6 +179,9 @@ class QuoProvider(Provider):
     def _verify_standard(self, request: WebhookRequest) -> None:
         webhook = self._webhook
         headers = {name: request.headers.get(name) or "" for name in STANDARD_HEADERS}
+        # Judged against the time the request was received, as every other scheme is (the
+        # library checks its own clock too): one clock for every provider's window.
+        check_timestamp(headers["webhook-timestamp"], request.received_at)
         try:
             webhook.verify(request.body, headers, json_parse=False)
         # ValueError: the library decodes the body as UTF-8 and splits each "v1,<sig>" itself.

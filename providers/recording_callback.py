@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 
 from providers.base import RecordingRef, WebhookEvent
 from providers.errors import PayloadInvalid, PermanentFailure
+from providers.json_body import refuse_unstorable_text
 
 __all__ = [
     "FORM_CONTENT_TYPE",
@@ -67,8 +68,8 @@ def signed_params(body: bytes) -> list[tuple[str, str]]:
 
 
 def decode_form(body: bytes) -> dict[str, str]:
-    """Strictly decode a form body: bad UTF-8, a stray token or a field we read given twice
-    with different values is a 400 (other repeated fields are left alone)."""
+    """Strictly decode a form body: bad UTF-8, a NUL, a stray token or a field we read given
+    twice with different values is a 400 (other repeated fields are left alone)."""
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(
@@ -84,6 +85,8 @@ def decode_form(body: bytes) -> dict[str, str]:
         raise PayloadInvalid("body is not a valid form") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        refuse_unstorable_text(name)
+        refuse_unstorable_text(value)
         if name in READ_FIELDS and form.get(name, value) != value:
             raise PayloadInvalid(f"{name} is given twice with different values")
         form.setdefault(name, value)

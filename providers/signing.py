@@ -34,10 +34,15 @@ SIGNATURE_REASON = "signature verification failed"
 
 
 def check_timestamp(raw: str | None, now: float, tolerance: int = DEFAULT_TOLERANCE_SECONDS) -> int:
-    """Parse a unix-seconds timestamp header and reject it outside ``now ± tolerance``."""
-    if not raw or not raw.strip().isdigit() or len(raw.strip()) > 12:
+    """Parse a unix-seconds timestamp header and reject it outside ``now ± tolerance``.
+
+    ASCII digits only: ``str.isdigit`` also takes '²' (latin-1, so any client can send it),
+    which ``int`` refuses.
+    """
+    text = (raw or "").strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
         raise SignatureInvalid(SIGNATURE_REASON)
-    value = int(raw.strip())
+    value = int(text)
     if abs(now - value) > tolerance:
         raise SignatureInvalid(SIGNATURE_REASON)
     return value

@@ -85,6 +85,7 @@ _EXTRA_FIELDS = ("campaign_id", "created_at", "status", "transcription_available
 class VoiceGenieProvider(Provider):
     name = "voicegenie"
     webhook_content_types = frozenset[str]()
+    webhooks_not_offered = NO_WEBHOOKS
     credential_fields = ("api_key",)
 
     def __init__(

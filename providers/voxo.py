@@ -62,6 +62,7 @@ _HINT_FIELDS = ("direction", "disposition")
 class VoxoProvider(Provider):
     name = "voxo"
     webhook_content_types = frozenset()  # VOXO never posts to us
+    webhooks_not_offered = NO_WEBHOOKS
     credential_fields = ("email", "password", "tenant_id")
 
     def __init__(

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .base import ObjectExists, ObjectStat, Storage, StorageError, StorageUnavailable
+from .base import (
+    ObjectExists,
+    ObjectStat,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    StorageUnreachable,
+)
 from .disk import DiskStorage
 from .factory import storage_from_url
 from .keys import check_key, metadata_key, recording_key
@@ -16,6 +23,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailable",
+    "StorageUnreachable",
     "check_key",
     "metadata_key",
     "recording_key",

@@ -9,7 +9,8 @@ Contract, shared by all backends:
   and the exception propagates unchanged.
 * Partial data never appears under or beside a recording's key: disk temp files live in
   ``<root>/.partial/``; S3 uses multipart uploads (invisible until completed).
-* Errors talking to the backend are raised as ``StorageUnavailable`` (retry later).
+* Errors talking to the backend are raised as ``StorageUnavailable`` (retry later), outages of
+  the backend as its subclass ``StorageUnreachable``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["ObjectExists", "ObjectStat", "Storage", "StorageError", "StorageUnavailable"]
+__all__ = [
+    "ObjectExists",
+    "ObjectStat",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "StorageUnreachable",
+]
 
 
 class StorageError(Exception):
@@ -36,6 +44,11 @@ class ObjectExists(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend could not be reached or refused the request; the write can be retried."""
+
+
+class StorageUnreachable(StorageUnavailable):
+    """An outage of the storage itself (no connection, a timeout, a 5xx or throttling), not a
+    problem of this object: the capture waits it out without spending an attempt."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,14 @@ class Storage(Protocol):
 
     def clean_partials(self, older_than_seconds: float) -> int:
         """Remove leftovers of interrupted writes older than the given age; return the count."""
+        ...
+
+    def discard_partials(self, key: str) -> int:
+        """Remove the leftovers of earlier, interrupted writes of ``key``; return the count.
+
+        Only for a caller that knows no other write of ``key`` is running (a capture holding
+        the row's claim: earlier holders are dead). Ages play no part, so it holds even where
+        the server's timestamps cannot be trusted."""
         ...
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectStat]:

@@ -1,18 +1,20 @@
 """Local-filesystem backend: atomic, never-replacing creates via ``os.link``.
 
-A write streams into ``<root>/.partial/<uuid>``, is fsynced, and is then hard-linked to its final
-name. ``link`` fails if the name exists, so two writers of one key cannot both win and an existing
-recording is never replaced, and a reader never sees a half-written file under a key.
+A write streams into ``<root>/.partial/<key digest>-<uuid>.tmp``, is fsynced, and is then
+hard-linked to its final name. ``link`` fails if the name exists, so two writers of one key cannot
+both win and an existing recording is never replaced, and a reader never sees a half-written file
+under a key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISREG
@@ -37,6 +39,12 @@ def _unavailable(action: str, key: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise StorageUnavailable(f"disk {action} failed for {key!r}: {exc}") from exc
+
+
+def _partial_stem(key: str) -> str:
+    """The start of every temp file name of ``key``'s writes: the key's digest, so the leftovers
+    of one key can be found (``discard_partials``) without reading them."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16] + "-"
 
 
 def _fsync_dir(path: str) -> None:
@@ -88,7 +96,7 @@ class DiskStorage:
         """
         final = self._path(key)
         parent = os.path.dirname(final)
-        tmp = os.path.join(self._partial, f"{uuid.uuid4().hex}.tmp")
+        tmp = os.path.join(self._partial, f"{_partial_stem(key)}{uuid.uuid4().hex}.tmp")
         with _unavailable("open", key):
             os.makedirs(self._partial, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -190,6 +198,22 @@ class DiskStorage:
             removed += 1
         if removed:
             logger.info("removed %d partial write(s) from %s", removed, self._partial)
+        return removed
+
+    def discard_partials(self, key: str) -> int:
+        """Delete the temp files of earlier writes of ``key`` (named after it, see ``write``)."""
+        stem = _partial_stem(key)
+        removed = 0
+        try:
+            entries = [e for e in os.scandir(self._partial) if e.name.startswith(stem)]
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot list {self._partial}: {exc}") from exc
+        for entry in entries:
+            with suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
         return removed
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectStat]:

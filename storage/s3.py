@@ -7,6 +7,8 @@ requests carry ``If-None-Match: *`` so an existing object is never replaced.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import logging
 from collections.abc import Iterable, Iterator
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .base import ObjectExists, ObjectStat, StorageError, StorageUnavailable
+from .base import ObjectExists, ObjectStat, StorageError, StorageUnavailable, StorageUnreachable
 from .keys import check_key, check_prefix
 
 if TYPE_CHECKING:
@@ -33,7 +36,13 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 _MAX_PART_SIZE = 5 * 1024**3
 _MAX_PARTS = 10_000
 _READ_CHUNK = 64 * 1024
+#: A single PUT up to this size sends its body as bytes (one copy). A file-like body makes
+#: botocore send ``Expect: 100-continue`` and wait for the interim answer before the body:
+#: worth a round trip for a large body (a 412 arrives before it is sent), not for a small one.
+_SMALL_PUT = 1024 * 1024
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+#: Error codes of an S3 that is up but overloaded (HTTP 503/500 carry them too).
+_OUTAGE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
 
 
 def make_s3_client(*, endpoint_url: str | None, region: str, max_attempts: int = 5) -> Any:
@@ -62,6 +71,41 @@ def _error_code(exc: ClientError) -> str:
 def _http_status(exc: ClientError) -> int | None:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status) if status is not None else None
+
+
+def _is_outage(exc: Exception) -> bool:
+    """No connection, a timeout or a cut, a 5xx or throttling: S3 itself is down, not the
+    request wrong (a 4xx, missing credentials and bad parameters are not outages)."""
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        status = _http_status(exc)
+        return _error_code(exc) in _OUTAGE_CODES or (status is not None and status >= 500)
+    return False
+
+
+def _md5(body: memoryview | bytearray) -> bytes:
+    return hashlib.md5(body, usedforsecurity=False).digest()
+
+
+def _check_etag(response: dict[str, Any], md5: bytes, what: str) -> None:
+    """Raise if S3 stored other bytes than were sent (a byte corrupted in flight).
+
+    S3 verifies the ``Content-MD5`` we send and answers 400 ``BadDigest``; S3-compatible stores
+    that skip that check (moto) still return the MD5 of what they received as the ETag of a
+    plain or SSE-S3 object, so it is compared too. SSE-KMS and SSE-C ETags are not MD5s.
+    """
+    if response.get("SSECustomerAlgorithm") or response.get("ServerSideEncryption") not in (
+        None,
+        "AES256",
+    ):
+        return
+    etag = str(response.get("ETag", "")).strip('"')
+    if len(etag) == 32 and etag != md5.hex():
+        raise StorageUnavailable(
+            f"S3 {what}: stored bytes differ from those sent (ETag {etag}, MD5 {md5.hex()}); "
+            "corrupted in flight"
+        )
 
 
 class _PartReader(io.RawIOBase):
@@ -124,6 +168,8 @@ class S3Storage:
         self.part_size = part_size
         self.url = f"s3://{bucket}/{self.prefix}"
         self._client = client or make_s3_client(endpoint_url=endpoint_url, region=region)
+        #: UploadId → when this process first listed it (``clean_partials``).
+        self._first_seen: dict[str, datetime] = {}
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r})"
@@ -133,7 +179,8 @@ class S3Storage:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _unavailable(self, action: str, key: str, exc: Exception) -> StorageUnavailable:
-        return StorageUnavailable(f"S3 {action} failed for s3://{self.bucket}/{key}: {exc}")
+        kind = StorageUnreachable if _is_outage(exc) else StorageUnavailable
+        return kind(f"S3 {action} failed for s3://{self.bucket}/{key}: {exc}")
 
     # -- write -------------------------------------------------------------------------------
 
@@ -185,12 +232,14 @@ class S3Storage:
         return size
 
     def _put(self, key: str, s3_key: str, body: memoryview, content_type: str) -> None:
+        md5 = _md5(body)
         try:
-            self._client.put_object(
+            resp = self._client.put_object(
                 Bucket=self.bucket,
                 Key=s3_key,
-                Body=_PartReader(body),
+                Body=bytes(body) if len(body) <= _SMALL_PUT else _PartReader(body),
                 ContentLength=len(body),
+                ContentMD5=base64.b64encode(md5).decode(),
                 ContentType=content_type,
                 IfNoneMatch="*",
             )
@@ -198,6 +247,11 @@ class S3Storage:
             self._raise_conditional(key, s3_key, "put", exc)
         except BotoCoreError as exc:
             raise self._unavailable("put", s3_key, exc) from exc
+        try:
+            _check_etag(resp, md5, "put")
+        except StorageUnavailable:
+            self._delete_corrupt(s3_key)
+            raise
 
     def _create_upload(self, s3_key: str, content_type: str) -> str:
         try:
@@ -221,6 +275,7 @@ class S3Storage:
             raise StorageError(
                 f"{key!r} needs more than {_MAX_PARTS} parts of {self.part_size} bytes"
             )
+        md5 = _md5(body)
         try:
             resp = self._client.upload_part(
                 Bucket=self.bucket,
@@ -229,9 +284,11 @@ class S3Storage:
                 PartNumber=number,
                 Body=_PartReader(memoryview(body)),
                 ContentLength=len(body),
+                ContentMD5=base64.b64encode(md5).decode(),
             )
         except (ClientError, BotoCoreError) as exc:
             raise self._unavailable(f"upload-part {number}", s3_key, exc) from exc
+        _check_etag(resp, md5, f"upload-part {number}")  # the upload is aborted by write()
         return {"PartNumber": number, "ETag": resp["ETag"]}
 
     def _complete(self, key: str, s3_key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
@@ -253,6 +310,16 @@ class S3Storage:
         if _error_code(exc) == "PreconditionFailed" or _http_status(exc) == 412:
             raise ObjectExists(key) from exc
         raise self._unavailable(action, s3_key, exc) from exc
+
+    def _delete_corrupt(self, s3_key: str) -> None:
+        """Remove an object just created with corrupted bytes, so the retry can create it.
+
+        Only reached right after our own conditional put created it (no one else's object).
+        """
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=s3_key)
+        except Exception:
+            logger.error("could not delete corrupted object s3://%s/%s", self.bucket, s3_key)
 
     def _abort(self, s3_key: str, upload_id: str) -> None:
         """Best effort: a failed abort leaves an invisible upload for ``clean_partials``."""
@@ -334,36 +401,70 @@ class S3Storage:
 
     # -- maintenance -------------------------------------------------------------------------
 
+    def discard_partials(self, key: str) -> int:
+        """Abort every open multipart upload of ``key`` (a killed writer cannot abort its own)."""
+        s3_key = self._key(key)
+        aborted = 0
+        try:
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=s3_key
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] != s3_key:
+                        continue  # a longer key sharing the prefix
+                    self._abort_upload(upload["Key"], upload["UploadId"])
+                    aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable("clean-up of multipart uploads", s3_key, exc) from exc
+        return aborted
+
+    def _abort_upload(self, s3_key: str, upload_id: str) -> None:
+        """Abort one upload; one completed or aborted meanwhile is not an error."""
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
+        except ClientError as exc:
+            if _error_code(exc) != "NoSuchUpload":
+                raise
+
+    @staticmethod
+    def _age(upload: dict[str, Any], first_seen: datetime, now: datetime) -> float:
+        initiated = upload.get("Initiated")
+        server_age = (now - initiated).total_seconds() if initiated else float("inf")
+        return min(server_age, (now - first_seen).total_seconds())
+
     def clean_partials(self, older_than_seconds: float) -> int:
         """Abort multipart uploads under the prefix initiated at least that long ago.
 
-        ``0`` aborts every upload under the prefix: only pass it when no writer can be running.
+        An upload's age is the smaller of the server's ``Initiated`` and the time since this
+        process first listed it: a server clock that cannot be trusted (moto reports a fixed
+        2010 date for every upload) must never make a live upload look abandoned; the cost is
+        that a fresh process aborts nothing on its first call. ``0`` aborts every upload under
+        the prefix: only pass it when no writer can be running.
         """
         now = datetime.now(UTC)
         params: dict[str, Any] = {"Bucket": self.bucket}
         if self.prefix:
             params["Prefix"] = self.prefix + "/"
         aborted = 0
+        seen: dict[str, datetime] = {}
         try:
             pages = self._client.get_paginator("list_multipart_uploads").paginate(**params)
             for page in pages:
                 for upload in page.get("Uploads", []):
-                    age = (now - upload["Initiated"]).total_seconds()
-                    if older_than_seconds > 0 and age < older_than_seconds:
+                    upload_id = upload["UploadId"]
+                    seen[upload_id] = self._first_seen.get(upload_id, now)
+                    if older_than_seconds > 0 and self._age(upload, seen[upload_id], now) < (
+                        older_than_seconds
+                    ):
                         continue
-                    try:
-                        self._client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                    except ClientError as exc:
-                        if _error_code(exc) == "NoSuchUpload":
-                            continue  # completed or aborted meanwhile
-                        raise
+                    self._abort_upload(upload["Key"], upload["UploadId"])
                     aborted += 1
         except (ClientError, BotoCoreError) as exc:
             raise StorageUnavailable(
                 f"S3 clean-up of multipart uploads in {self.url} failed: {exc}"
             ) from exc
+        self._first_seen = seen  # forget uploads that are gone: the map stays bounded
         if aborted:
             logger.info("aborted %d dangling multipart upload(s) in %s", aborted, self.url)
         return aborted

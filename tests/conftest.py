@@ -6,4 +6,6 @@ pytest_plugins = [
     "tests.fixtures.telnyx",
     "tests.fixtures.callrec",
     "tests.fixtures.sentry",
+    "tests.fixtures.seeded",
+    "tests.faults.canary_plugin",
 ]

@@ -1,7 +1,9 @@
 """``callrec backfill``: list a past range of one account and capture what the ledger lacks.
 
-The same listing as a poll (``reconcile.walk_window``: every page, ``accept_refs(source="poll")``,
-new rows published), without the poll lease or the watermark, with progress on stderr. A rate
+The same listing as a poll (``reconcile.walk_window``: every page, ``accept_refs``, new rows
+published), without the poll lease or the watermark, with progress on stderr. Its new rows have
+``source="backfill"``, so their captures go to ``<prefix>.capture.backfill`` and never queue
+ahead of a fresh recording (``ledger.publish``). A rate
 limit pause of the account is respected (the command stops and says until when); a failed page
 stops it with the reason, and what was committed so far is kept (running it again is safe).
 """
@@ -13,6 +15,7 @@ from datetime import datetime
 import click
 
 from ledger.account_state import paused_until
+from ledger.models import Source
 from providers.errors import CaptureError, ConfigurationMissing, RetryLater
 from providers.registry import UnknownAccount
 from workers.ratelimits import note_rate_limit
@@ -56,7 +59,15 @@ def run_backfill(
         )
 
     try:
-        progress = walk_window(runtime, provider, since, until, dry_run=dry_run, on_page=report)
+        progress = walk_window(
+            runtime,
+            provider,
+            since,
+            until,
+            dry_run=dry_run,
+            on_page=report,
+            source=Source.BACKFILL,
+        )
     except NotImplementedError as exc:
         raise click.ClickException(f"{provider_name} has no list API: {exc}") from None
     except RetryLater as exc:

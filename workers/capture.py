@@ -19,7 +19,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -27,9 +27,8 @@ from config.logging import log_context
 from config.metrics import metrics
 from config.sentry import report_final_failure
 from ledger import State, accept_refs, claim, finish, release_for_retry
-from ledger.account_state import paused_until
 from ledger.claims import Claim, defer
-from ledger.models import utcnow
+from ledger.models import Source, utcnow
 from providers.base import Download, Provider
 from providers.errors import (
     CaptureError,
@@ -39,7 +38,13 @@ from providers.errors import (
     RetryLater,
     UrlExpired,
 )
-from storage import ObjectExists, StorageUnavailable, metadata_key, recording_key
+from storage import (
+    ObjectExists,
+    StorageUnavailable,
+    StorageUnreachable,
+    metadata_key,
+    recording_key,
+)
 from workers.download import StreamCut, open_audio
 from workers.ratelimits import note_rate_limit
 from workers.runtime import Runtime
@@ -71,9 +76,8 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
         recording=held.id, provider=held.provider, account=held.account, attempt=held.attempt
     ):
         try:
-            paused = paused_until(runtime.sessions, held.provider, held.account)
-            if paused is not None:
-                return _defer(runtime, held, paused)
+            if held.paused_until is not None:  # read in the claim's transaction
+                return _defer(runtime, held, held.paused_until)
             metrics().captures_started.labels(held.provider, held.account).inc()
             provider = runtime.accounts.provider(held.provider, held.account)
             if held.kind == "lookup":
@@ -87,6 +91,8 @@ def capture(runtime: Runtime, recording_id: int) -> CaptureOutcome:
             return _retry(runtime, held, exc.reason, getattr(exc, "retry_after", None))
         except ConfigurationMissing as exc:
             return _retry(runtime, held, f"not configured: {exc}", None)
+        except StorageUnreachable as exc:
+            return _wait_out_outage(runtime, held, f"storage unreachable: {exc}")
         except StorageUnavailable as exc:
             return _retry(runtime, held, f"storage unavailable: {exc}", None)
         except ShuttingDown:
@@ -104,9 +110,11 @@ def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> Capture
     for _refresh in range(settings.url_refreshes + 1):
         download = provider.fetch_recording(held.recording_key, held.hints)
         key = recording_key(held.provider, held.account, held.recording_key, download.format)
+        if _refresh == 0 and held.attempt > 1:
+            _discard_partials(runtime, key)
         try:
             with interruptible():
-                size, sha256, host = _store_audio(runtime, provider, download, key)
+                size, sha256, host, created = _store_audio(runtime, provider, download, key)
         except (UrlExpired, StreamCut) as exc:
             logger.info("audio download failed, fetching a fresh URL: %s", exc.reason)
             metrics().url_refreshes.labels(held.provider, held.account).inc()
@@ -114,7 +122,7 @@ def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> Capture
             continue
         record = _metadata_record(held, download, key, size, sha256, host)
         _write_metadata(runtime, key, record)
-        finish(
+        if not finish(
             runtime.sessions,
             held,
             State.STORED,
@@ -122,29 +130,55 @@ def _capture_audio(runtime: Runtime, provider: Provider, held: Claim) -> Capture
             size_bytes=size,
             sha256=sha256,
             last_error=None,
-        )
+        ):
+            # Another attempt took the row over (this one outlived its lease, e.g. a Redis
+            # redelivery after visibility_timeout): the object is the same bytes, and the row
+            # and the metrics are the holder's to record.
+            logger.warning("claim lost while storing; the attempt holding the row records it")
+            return CaptureOutcome("skipped", "claim lost")
         logger.info("stored %s bytes sha256=%s", size, sha256[:12])
-        _count_stored(runtime, held, download, key, size)
+        _count_stored(runtime, held, download, key, size, created)
         return CaptureOutcome(State.STORED)
     assert last is not None
     raise RetryLater(f"{last.reason} (after {settings.url_refreshes} fresh URLs)")
 
 
-def _store_audio(
-    runtime: Runtime, provider: Provider, download: Download, key: str
-) -> tuple[int, str, str]:
-    """Stream the audio into storage; return (size, sha256, source host)."""
+class _Stored(NamedTuple):
+    size: int
+    sha256: str
+    host: str
+    created: bool  # this attempt's conditional create made the object (else an earlier one)
+
+
+def _store_audio(runtime: Runtime, provider: Provider, download: Download, key: str) -> _Stored:
+    """Stream the audio into storage."""
     settings = runtime.settings
     with open_audio(
         runtime.http, download, provider.account.audio_hosts, settings.max_recording_bytes
     ) as stream:
         try:
             runtime.storage.write(key, stream.chunks(), content_type=download.content_type)
+            created = True
         except ObjectExists:
             _check_existing(runtime, key, stream.size, stream.sha256)
+            created = False
         # Download.expected_size was checked by the stream itself (SizeMismatch), before the
         # storage committed anything: a wrong size never leaves an object under the key.
-        return stream.size, stream.sha256, stream.host
+        return _Stored(stream.size, stream.sha256, stream.host, created)
+
+
+def _discard_partials(runtime: Runtime, key: str) -> None:
+    """Abort what earlier attempts left half-written under ``key`` (a SIGKILLed or OOM-killed
+    pool child cannot abort its own multipart upload). Safe because this attempt holds the
+    claim: every earlier holder has outlived its lease, hence its hard time limit, and is dead.
+    Not by age: S3-compatible servers need not report a true ``Initiated`` (moto does not)."""
+    try:
+        discarded = runtime.storage.discard_partials(key)
+    except StorageUnavailable as exc:  # the write below will tell whether storage is down
+        logger.warning("could not discard partial writes of earlier attempts: %s", exc)
+        return
+    if discarded:
+        logger.info("discarded %s partial writes left by earlier attempts", discarded)
 
 
 def _check_existing(runtime: Runtime, key: str, size: int, sha256: str) -> None:
@@ -219,7 +253,7 @@ def _resolve(runtime: Runtime, provider: Provider, held: Claim) -> CaptureOutcom
     if not refs:  # not listed yet (e.g. Telnyx lists a recording a while after its webhook)
         raise RetryLater("the provider lists no recording for this call yet")
     result = accept_refs(
-        runtime.sessions, held.provider, held.account, refs, source="lookup", parent_id=held.id
+        runtime.sessions, held.provider, held.account, refs, source=Source.LOOKUP, parent_id=held.id
     )
     runtime.publish(result.new_ids)
     detail = f"resolved into {len(result.recording_ids)} recording(s): " + ",".join(
@@ -234,11 +268,22 @@ def _resolved(runtime: Runtime, held: Claim, detail: str) -> CaptureOutcome:
     return CaptureOutcome(State.RESOLVED, detail)
 
 
-def _count_stored(runtime: Runtime, held: Claim, download: Download, key: str, size: int) -> None:
-    """Metrics of a stored recording; ``verified`` when storage reports the object back."""
+def _count_stored(
+    runtime: Runtime, held: Claim, download: Download, key: str, size: int, created: bool
+) -> None:
+    """Metrics of a stored recording, ``verified`` when storage confirmed the object.
+
+    An object this attempt created is confirmed by the conditional create itself (disk: fsync
+    and link of the file written; S3: a 200 to a request whose Content-MD5 S3 checked, and an
+    ETag compared with it), so no second round trip (a HEAD cost ~2.5 ms of worker CPU per
+    recording). An earlier attempt's object, accepted by its sha256, is checked with a stat.
+    """
     counters = metrics()
     since = _event_time(download) or held.created_at
     counters.capture_stored(held.provider, held.account, size, (utcnow() - since).total_seconds())
+    if created:
+        counters.captures_verified.labels(held.provider, held.account).inc()
+        return
     try:
         stat = runtime.storage.stat(key)
     except Exception as exc:  # the row is stored; only the check is missing
@@ -297,11 +342,34 @@ def _defer(runtime: Runtime, held: Claim, paused: datetime) -> CaptureOutcome:
     now = utcnow()
     due = min(paused, now + timedelta(seconds=runtime.settings.retry_max_seconds))
     reason = f"account paused by a rate limit until {paused.isoformat(timespec='seconds')}"
+    return _reschedule(runtime, held, due, reason)
+
+
+def _wait_out_outage(runtime: Runtime, held: Claim, reason: str) -> CaptureOutcome:
+    """The storage is down (``StorageUnreachable``): retry without spending an attempt.
+
+    An outage is ours, not the recording's: it must not burn ``MAX_ATTEMPTS`` (a minute of S3
+    down used to fail every capture in flight). Bounded by a time budget instead: once the row
+    is older than ``STORAGE_OUTAGE_MAX_SECONDS`` the attempts count again. The delay is a
+    quarter of the row's age, jittered, between ``RETRY_BASE`` and ``RETRY_MAX``: it grows as
+    the outage lasts, yet a row is retried soon after a short outage ends.
+    """
+    settings = runtime.settings
+    age = (utcnow() - held.created_at).total_seconds()
+    if age > settings.storage_outage_max_seconds:
+        return _retry(runtime, held, reason, None)
+    delay = min(settings.retry_max_seconds, max(settings.retry_base_seconds, age / 4))
+    delay *= 0.5 + random.random() / 2
+    return _reschedule(runtime, held, utcnow() + timedelta(seconds=delay), reason)
+
+
+def _reschedule(runtime: Runtime, held: Claim, due: datetime, reason: str) -> CaptureOutcome:
+    """Give the row back due at ``due`` without counting the attempt, and publish it then."""
     if not defer(runtime.sessions, held, due, reason):
         return CaptureOutcome("skipped", "claim lost")
-    delay = max(0.0, (due - now).total_seconds())
+    delay = max(0.0, (due - utcnow()).total_seconds())
     runtime.publish([held.id], countdown=delay, due=due)
-    logger.info("%s; attempt rescheduled in %.1fs", reason, delay)
+    logger.info("%s; attempt rescheduled in %.1fs", reason[:300], delay)
     return CaptureOutcome(State.RETRYING, reason, delay)
 
 

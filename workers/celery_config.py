@@ -9,8 +9,10 @@ Reliability settings, and why:
   so a redelivered or re-driven task never meets a still-running first attempt.
 * JSON only; task arguments are ledger ids (or a provider and account name), never URLs or
   payloads.
-* Queues ``<prefix>.capture``, ``<prefix>.sweep`` and ``<prefix>.poll`` (reconciliation), so a
-  long poll never delays a capture; a worker without ``-Q`` consumes all three.
+* Queues ``<prefix>.capture``, ``<prefix>.capture.backfill`` (captures of rows a backfill
+  found: ``ledger.publish`` picks the lane from the row), ``<prefix>.sweep`` and
+  ``<prefix>.poll`` (reconciliation), so neither a long poll nor a backfill's thousands of
+  captures queue ahead of a fresh recording; a worker without ``-Q`` consumes all four.
 """
 
 from __future__ import annotations
@@ -21,12 +23,31 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from config.settings import Settings
+from ledger.publish import Lane
 
-__all__ = ["capture_queue", "make_celery", "poll_queue", "sweep_queue"]
+__all__ = [
+    "backfill_queue",
+    "capture_queue",
+    "capture_queue_of",
+    "make_celery",
+    "poll_queue",
+    "redis_restore_options",
+    "sweep_queue",
+]
 
 
 def capture_queue(settings: Settings) -> str:
     return f"{settings.queue_prefix}.capture"
+
+
+def backfill_queue(settings: Settings) -> str:
+    """Captures of backfilled rows: their own queue, so a backfill never delays a fresh URL."""
+    return f"{settings.queue_prefix}.capture.backfill"
+
+
+def capture_queue_of(settings: Settings, lane: Lane) -> str:
+    """The queue of a capture wake-up in ``lane`` (``ledger.publish``)."""
+    return backfill_queue(settings) if lane == "backfill" else capture_queue(settings)
 
 
 def sweep_queue(settings: Settings) -> str:
@@ -45,20 +66,46 @@ def _poll_tick(settings: Settings) -> float:
     return poll_tick_seconds(settings, list(configured_accounts(settings).values()))
 
 
+def redis_restore_options(visibility_timeout: int) -> dict[str, int]:
+    """Redis transport options that bring a dead worker's unacked task back in time.
+
+    kombu restores an unacked message once it is older than ``visibility_timeout``, but only
+    scans for such messages every ``unacked_restore_interval`` x ``unacked_restore_throttle``
+    seconds (10 x 10 by default): a task whose worker was SIGKILLed came back up to 100 s
+    after the timeout. One scan (a ZRANGE) every ``visibility_timeout / 10`` seconds, 1 to 10,
+    keeps the delay under a tenth of the window.
+    """
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout // 10)),
+        "unacked_restore_throttle": 1,
+    }
+
+
 def _queue(name: str) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def make_celery(settings: Settings) -> Celery:
     broker = settings.broker_url
+    transport = None
     if broker.startswith("sqla+sqlite"):
+        from workers.sqla_broker import TRANSPORT as SQLA_TRANSPORT
+
         Path(broker.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+        # kombu's SQLAlchemy transport with batched publishing (workers/sqla_broker.py); the
+        # class is named by broker_transport, as kombu never imports one named by a URL.
+        broker, transport = broker.removeprefix("sqla+"), SQLA_TRANSPORT
     transport_options: dict[str, object] = {}
     if broker.startswith(("redis", "rediss")):
-        transport_options["visibility_timeout"] = settings.broker_visibility_timeout_seconds
+        transport_options.update(redis_restore_options(settings.broker_visibility_timeout_seconds))
     if broker.startswith(("amqp", "amqps")):
         transport_options["confirm_publish"] = True
     celery = Celery("callrec", broker=broker, include=["workers.tasks"])
+    if broker.startswith("redis://"):  # survives a lost connection (see redis_transport.py)
+        transport = "workers.redis_transport:Transport"
+    if transport is not None:
+        celery.conf.broker_transport = transport
     poll_tick = _poll_tick(settings)
     celery.conf.update(
         task_serializer="json",
@@ -85,6 +132,7 @@ def make_celery(settings: Settings) -> Celery:
         # exchange with the same key and every message lands in both queues.
         task_queues=[
             _queue(capture_queue(settings)),
+            _queue(backfill_queue(settings)),
             _queue(sweep_queue(settings)),
             _queue(poll_queue(settings)),
         ],

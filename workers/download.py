@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -20,7 +21,7 @@ import httpx
 from providers.base import Download
 from providers.errors import PermanentFailure, RetryLater, UrlExpired
 from providers.http import retry_after_seconds
-from workers.url_guard import check_audio_url
+from workers.url_guard import Resolver, check_audio_url
 
 __all__ = ["HashingStream", "SizeMismatch", "StreamCut", "open_audio"]
 
@@ -48,7 +49,11 @@ class HashingStream:
     """
 
     def __init__(
-        self, response: httpx.Response, max_bytes: int, announced_size: int | None = None
+        self,
+        response: httpx.Response,
+        max_bytes: int,
+        announced_size: int | None = None,
+        host: str | None = None,
     ) -> None:
         self._response = response
         self._max_bytes = max_bytes
@@ -66,7 +71,7 @@ class HashingStream:
         declared_differs = self._raw and self.expected_size not in (None, announced_size)
         if announced_size is not None and declared_differs:  # fail before the body is sent
             raise SizeMismatch(self._mismatch(self.expected_size))
-        self.host = response.url.host
+        self.host = host or response.url.host  # the URL's host, not the address connected to
 
     @property
     def sha256(self) -> str:
@@ -96,13 +101,23 @@ class HashingStream:
 
 @contextlib.contextmanager
 def open_audio(
-    http: httpx.Client, download: Download, allowed_hosts: tuple[str, ...], max_bytes: int
+    http: httpx.Client,
+    download: Download,
+    allowed_hosts: tuple[str, ...],
+    max_bytes: int,
+    *,
+    resolve: Resolver = socket.getaddrinfo,
 ) -> Iterator[HashingStream]:
-    """Open the audio URL (following at most 3 checked redirects) and yield its stream."""
-    url = origin = check_audio_url(download.url, allowed_hosts)
+    """Open the audio URL (following at most 3 checked redirects) and yield its stream.
+
+    Each hop connects to the address ``check_audio_url`` vetted (``resolve`` is asked once per
+    hop, never again by httpx).
+    """
+    target = check_audio_url(download.url, allowed_hosts, resolve)
+    origin = target.url
     auth = httpx.BasicAuth(*download.auth) if download.auth else None
     for _hop in range(MAX_REDIRECTS + 1):
-        request = http.build_request("GET", url, headers={"accept-encoding": "identity"})
+        request = target.request(http, {"accept-encoding": "identity"})
         try:
             response = http.send(request, stream=True, auth=auth, follow_redirects=False)
         except httpx.TimeoutException as exc:
@@ -111,12 +126,13 @@ def open_audio(
             raise StreamCut(f"audio host unreachable ({type(exc).__name__})") from None
         try:
             if response.is_redirect and "location" in response.headers:
-                url = check_audio_url(str(url.join(response.headers["location"])), allowed_hosts)
-                if not _same_origin_or_upgrade(origin, url):
+                location = str(target.url.join(response.headers["location"]))
+                target = check_audio_url(location, allowed_hosts, resolve)
+                if not _same_origin_or_upgrade(origin, target.url):
                     auth = None  # credentials never follow a redirect to another host
                 continue
             _raise_for_status(response)
-            yield HashingStream(response, max_bytes, download.expected_size)
+            yield HashingStream(response, max_bytes, download.expected_size, target.url.host)
             return
         finally:
             response.close()
@@ -141,7 +157,6 @@ def _raise_for_status(response: httpx.Response) -> None:
     if status in EXPIRED_STATUSES:
         raise UrlExpired(f"audio URL refused with HTTP {status}")
     if status in (408, 425, 429) or status >= 500:
-        raise RetryLater(
-            f"audio host answered HTTP {status}", retry_after_seconds(response.headers)
-        )
+        wait = retry_after_seconds(response.headers, rate_limited=status == 429)
+        raise RetryLater(f"audio host answered HTTP {status}", wait)
     raise PermanentFailure(f"audio host answered HTTP {status}")

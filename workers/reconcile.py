@@ -34,7 +34,7 @@ from ledger.account_state import (
     poll_state,
     schedule_poll,
 )
-from ledger.models import utcnow
+from ledger.models import Source, utcnow
 from providers.base import Account, Provider, RecordingRef
 from providers.errors import CaptureError, ConfigurationMissing, RetryLater
 from providers.registry import UnknownAccount
@@ -141,10 +141,12 @@ def walk_window(
     *,
     dry_run: bool = False,
     on_page: Callable[[WindowProgress], None] | None = None,
+    source: str = Source.POLL,
 ) -> WindowProgress:
     """List every page of ``[since, until]``; insert and publish the unseen recordings.
 
-    With ``dry_run`` nothing is written: ``missing`` collects what the ledger lacks.
+    With ``dry_run`` nothing is written: ``missing`` collects what the ledger lacks. New rows
+    get ``source`` (``Source.BACKFILL`` from ``callrec backfill``: their own capture queue).
     Provider errors propagate (the caller records them); pages already committed stay.
     """
     account = provider.account
@@ -161,7 +163,7 @@ def walk_window(
             progress.new += len(missing)
         elif page:
             result = accept_refs(
-                runtime.sessions, account.provider, account.name, page, source="poll"
+                runtime.sessions, account.provider, account.name, page, source=source
             )
             runtime.publish(result.new_ids)
             progress.new += len(result.new_ids)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.metrics import configure_metrics
 from config.settings import Settings
 from ledger import make_engine, make_session_factory
-from ledger.publish import SendCapture, publish_and_record
+from ledger.publish import CaptureBatch, SendCapture, publish_and_record
 from providers.http import new_http_client
 from providers.registry import Accounts
 from storage import Storage, storage_from_url
@@ -33,19 +33,26 @@ class Runtime:
     accounts: Accounts
     storage: Storage
     send_capture: SendCapture
+    #: Sends many wake-ups at once (one producer, one broker transaction where the broker
+    #: allows it); None: one ``send_capture`` call each.
+    capture_batch: CaptureBatch | None = None
 
     def publish(
         self, ids: Sequence[int], countdown: float | None = None, due: datetime | None = None
     ) -> list[int]:
         """Wake workers for these rows; a broker failure leaves them to the sweeper."""
-        return publish_and_record(self.send_capture, self.sessions, ids, countdown, due)
+        return publish_and_record(
+            self.send_capture, self.sessions, ids, countdown, due, batch=self.capture_batch
+        )
 
     def close(self) -> None:
         self.http.close()
         self.engine.dispose()
 
 
-def build_runtime(settings: Settings, send_capture: SendCapture) -> Runtime:
+def build_runtime(
+    settings: Settings, send_capture: SendCapture, capture_batch: CaptureBatch | None = None
+) -> Runtime:
     configure_metrics(settings)
     engine = make_engine(settings.database_url)
     http = new_http_client(settings.http_timeout_seconds)
@@ -62,4 +69,5 @@ def build_runtime(settings: Settings, send_capture: SendCapture) -> Runtime:
             part_size=settings.s3_part_size_bytes,
         ),
         send_capture=send_capture,
+        capture_batch=capture_batch,
     )

@@ -31,4 +31,22 @@ def sweep(runtime: Runtime, batch_size: int = 500) -> int:
             break
     if published:
         logger.info("sweeper published %s ledger rows", published)
+    _clean_partials(runtime)
     return published
+
+
+def _clean_partials(runtime: Runtime) -> None:
+    """Abort multipart uploads (remove temp files) older than the claim lease.
+
+    A capture that failed while the storage was down could not abort its upload, and a child
+    killed at the time limit never tries. This is the only periodic clean-up (a worker's start
+    does none: it would only delay the worker while the storage is down). Older than the lease
+    is safe: an attempt never outlives the task time limit.
+    """
+    try:
+        removed = runtime.storage.clean_partials(runtime.settings.stuck_after_seconds)
+    except Exception as exc:  # the storage may still be down: the next sweep tries again
+        logger.warning("sweeper could not clean partial writes (%s)", type(exc).__name__)
+        return
+    if removed:
+        logger.info("sweeper removed %s partial writes of interrupted captures", removed)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -12,10 +13,12 @@ from celery.signals import worker_process_init, worker_ready
 
 from config.logging import log_context
 from config.metrics import start_worker_exporter
+from ledger.publish import Lane
 from workers.celery_app import app, settings
-from workers.celery_config import capture_queue, poll_queue
+from workers.celery_config import capture_queue_of, poll_queue
 from workers.runtime import Runtime, build_runtime
 from workers.shutdown import capturing, connect_signals
+from workers.sqla_broker import batch_sender
 
 __all__ = ["capture_task", "get_runtime", "poll_task", "schedule_polls_task", "sweep_task"]
 
@@ -26,10 +29,19 @@ _runtime_lock = threading.Lock()
 connect_signals(settings)  # graceful shutdown: captures finish or are released (shutdown.py)
 
 
-def _send_capture(recording_id: int, countdown: float | None) -> None:
+def _send_capture(
+    recording_id: int, countdown: float | None, lane: Lane, producer: Any = None
+) -> None:
     capture_task.apply_async(
-        args=[recording_id], countdown=countdown, queue=capture_queue(settings)
+        args=[recording_id],
+        countdown=countdown,
+        queue=capture_queue_of(settings, lane),
+        producer=producer,
     )
+
+
+#: Many wake-ups through one producer (one broker transaction on the embedded broker).
+_capture_batch = functools.partial(batch_sender, app, _send_capture)
 
 
 def _send_poll(provider: str, account: str) -> None:
@@ -41,7 +53,7 @@ def get_runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = build_runtime(settings, _send_capture)
+            _runtime = build_runtime(settings, _send_capture, _capture_batch)
         return _runtime
 
 
@@ -49,19 +61,6 @@ def get_runtime() -> Runtime:
 def _forget_parent_runtime(**_: Any) -> None:
     global _runtime
     _runtime = None
-
-
-@worker_ready.connect
-def _clean_partials(**_: Any) -> None:
-    """Remove temp files and multipart uploads that killed workers left behind."""
-    runtime = get_runtime()
-    try:
-        removed = runtime.storage.clean_partials(older_than_seconds=settings.stuck_after_seconds)
-    except Exception:
-        logger.exception("could not clean partial writes at start-up")
-        return
-    if removed:
-        logger.info("removed %s partial writes left by interrupted captures", removed)
 
 
 @worker_ready.connect

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from ledger import Recording, RecordingEvent, State
 from ledger.account_state import acquire_lease, finish_poll, pause
 from ledger.models import utcnow
-from tests.cli.conftest import Seeded
+from tests.fixtures.seeded import Seeded
 
 
 def test_status_shows_backlog_failures_and_poll_state(seeded: Seeded) -> None:

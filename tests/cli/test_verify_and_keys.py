@@ -12,8 +12,8 @@ from callrec_cli import main
 from ledger import claim
 from ledger.models import utcnow
 from storage import recording_key
-from tests.cli.conftest import LEASE, Seeded
 from tests.fixtures.callrec import base_env
+from tests.fixtures.seeded import LEASE, Seeded
 
 
 def _problems(output: str) -> list[tuple[str, str]]:

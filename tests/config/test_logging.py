@@ -61,7 +61,7 @@ def test_webhook_capture_and_poll_log_no_secret_url_or_phone_number(
         settings = settings_from(base_env(tmp_path, **emulator.settings_env()))
         migrate(settings.database_url)
         server = LoopbackServer(create_app(settings)).start()
-        runtime = build_runtime(settings, lambda _id, _countdown: None)
+        runtime = build_runtime(settings, lambda _id, _countdown, _lane: None)
         try:
             url = f"{server.url}/webhooks/twilio"
             signer = TwilioCallbackSigner(emulator.auth_token)

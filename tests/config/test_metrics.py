@@ -71,7 +71,7 @@ def service(
     settings = settings_from(env)
     migrate(settings.database_url)
     server = LoopbackServer(create_app(settings)).start()
-    runtime = build_runtime(settings, lambda _id, _countdown: None)
+    runtime = build_runtime(settings, lambda _id, _countdown, _lane: None)
     try:
         yield Service(server.url, runtime, telnyx_signer)
     finally:
@@ -87,7 +87,7 @@ def test_metrics_after_a_known_sequence_of_events(
     assert service.announce(gone) == 200
     forged = service.signer.headers(b"another body")
     assert service.announce(stored, headers=forged) == 401
-    assert httpx.post(f"{service.web}/webhooks/telnyx/nobody", content=b"{}").status_code == 404
+    assert httpx.post(f"{service.web}/webhooks/telnyx/nobody", content=b"{}").status_code == 401
     too_big = b" " * (service.runtime.settings.max_body_bytes + 1)
     assert httpx.post(f"{service.web}/webhooks/telnyx", content=too_big).status_code == 413
 

@@ -32,6 +32,25 @@ def test_nested_values_for_sentry() -> None:
     assert cleaned["n"] == 3
 
 
+def test_bare_query_strings_of_sentry_breadcrumbs_and_requests() -> None:
+    """sentry-sdk's HTTP breadcrumbs keep the query apart from the URL (R23 found the presigned
+    signature there), as Flask events keep the request's query string."""
+    crumb = {
+        "type": "http",
+        "data": {
+            "url": "http://media.example/r.mp3",
+            "http.query": "X-Amz-Expires=600&X-Amz-Signature=abc123",
+            "http.fragment": "",
+        },
+    }
+    event = {"request": {"url": "https://callrec/webhooks/quo", "query_string": "token=abc123"}}
+    cleaned = redact_value([crumb, event])
+    assert "abc123" not in json.dumps(cleaned)
+    assert cleaned[0]["data"]["http.query"] == "[redacted]"
+    assert cleaned[0]["data"]["http.fragment"] == ""  # empty stays empty
+    assert cleaned[0]["data"]["url"] == "http://media.example/r.mp3"
+
+
 def test_log_records_are_redacted_and_carry_context() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

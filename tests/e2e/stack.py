@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +28,7 @@ from ingest.app import create_app
 from ledger import Recording, make_engine, make_session_factory, migrate
 from storage import Storage, metadata_key, recording_key, storage_from_url
 from tests.fixtures.callrec import (
+    REPO,
     ServiceProcess,
     base_env,
     settings_from,
@@ -126,8 +131,26 @@ class Stack:
             closer()
 
 
+def ago(**delta: float) -> datetime:
+    """Now (UTC) minus ``timedelta(**delta)``."""
+    return datetime.now(UTC) - timedelta(**delta)
+
+
 def audio_key(rec: EmulatedRecording, fmt: str = "mp3") -> str:
     return recording_key("telnyx", "default", rec.id, fmt)
+
+
+def backfill(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """``callrec backfill --provider telnyx <args>`` as its own process, on the stack's settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "callrec_cli", "backfill", "--provider", "telnyx", *args],
+        env={**os.environ, **stack.env, "PYTHONPATH": str(REPO)},
+        cwd=stack.processes[0].log_path.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def server_env(kind: str, request: pytest.FixtureRequest, database: str) -> dict[str, str]:
@@ -145,12 +168,11 @@ def server_env(kind: str, request: pytest.FixtureRequest, database: str) -> dict
     }
 
 
-def start_stack(
-    tmp_path: Path, *, beat: bool = False, relay: bool = True, **overrides: str
-) -> Stack:
-    emulator = TelnyxEmulator(url_ttl_seconds=600).start()
-    signer = TelnyxWebhookSigner()
-    env = base_env(
+def telnyx_env(
+    tmp_path: Path, emulator: TelnyxEmulator, signer: TelnyxWebhookSigner, **overrides: str
+) -> dict[str, str]:
+    """Settings for a callrec in ``tmp_path`` whose Telnyx default account is the emulator."""
+    return base_env(
         tmp_path,
         CALLREC_TELNYX_PUBLIC_KEY=signer.public_key_b64,
         CALLREC_TELNYX_API_KEY=emulator.api_key,
@@ -158,6 +180,23 @@ def start_stack(
         CALLREC_TELNYX_AUDIO_HOSTS=emulator.audio_host,
         **overrides,
     )
+
+
+def start_stack(
+    tmp_path: Path,
+    *,
+    beat: bool = False,
+    relay: bool = True,
+    emulator: TelnyxEmulator | None = None,
+    concurrency: int = 2,
+    worker_preexec: Callable[[], None] | None = None,
+    **overrides: str,
+) -> Stack:
+    """A stack around ``emulator`` (default: a new ``TelnyxEmulator``), started and stopped
+    here; ``worker_preexec`` runs in the worker process before it execs."""
+    emulator = (emulator or TelnyxEmulator(url_ttl_seconds=600)).start()
+    signer = TelnyxWebhookSigner()
+    env = telnyx_env(tmp_path, emulator, signer, **overrides)
     settings = settings_from(env)
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -175,7 +214,7 @@ def start_stack(
     stack._closers.append(emulator.stop)
     stack._closers.append(engine.dispose)
     try:
-        stack.processes.append(start_worker(env, tmp_path))
+        stack.processes.append(start_worker(env, tmp_path, concurrency, preexec_fn=worker_preexec))
         if relay:
             stack.processes.append(start_relay(env, tmp_path))
         if beat:
@@ -189,11 +228,13 @@ def start_stack(
     return stack
 
 
-def start_stack_with(emulator: Emulator, tmp_path: Path, **overrides: str) -> Stack:
+def start_stack_with(
+    emulator: Emulator, tmp_path: Path, *, beat: bool = False, **overrides: str
+) -> Stack:
     """``start_stack`` beside a running provider emulator, which stops with the stack (or at
     once when the stack fails to start)."""
     try:
-        stack = start_stack(tmp_path, **overrides)
+        stack = start_stack(tmp_path, beat=beat, **overrides)
     except BaseException:
         emulator.stop()
         raise

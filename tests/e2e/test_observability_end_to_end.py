@@ -5,28 +5,20 @@ scraped over HTTP; sentry-sdk in both processes sends to a local HTTP endpoint (
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from emulators.telnyx import EmulatedRecording
 from tests.e2e.stack import Stack, start_stack
-from tests.fixtures.callrec import ServiceProcess, wait_for
+from tests.fixtures.callrec import ServiceProcess, answers, free_port, spawn_gunicorn, wait_for
 from tests.fixtures.metrics import scrape
 from tests.fixtures.sentry import SentryReceiver
 
 pytestmark = pytest.mark.e2e
 
 TD = {"provider": "telnyx", "account": "default"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -42,34 +34,12 @@ def observed(
         CALLREC_LOG_LEVEL="debug",
     )
     try:
-        web_port = free_port()
-        web = ServiceProcess(
-            stack.env,
-            tmp_path,
-            [
-                "gunicorn",
-                "--no-control-socket",
-                "--bind",
-                f"127.0.0.1:{web_port}",
-                "--workers",
-                "2",
-                "ingest.wsgi:app",
-            ],
-            "web",
-        )
+        web, stack.web_url = spawn_gunicorn(stack.env, tmp_path)
         stack.processes.append(web)
-        stack.web_url = f"http://127.0.0.1:{web_port}"
-        wait_for(lambda: _answers(f"{stack.web_url}/healthz"), 30, 0.2, "gunicorn to answer")
+        wait_for(lambda: answers(f"{stack.web_url}/healthz"), 30, 0.2, "gunicorn to answer")
         yield stack, stack.processes[0], exporter_port
     finally:
         stack.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_counters_sentry_and_logs_of_real_processes(

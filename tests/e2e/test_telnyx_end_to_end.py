@@ -4,7 +4,10 @@
 * PostgreSQL ledger + Redis broker + S3 (moto server);
 * PostgreSQL ledger + RabbitMQ broker + S3 (moto server).
 
-Each stack runs a real Celery worker process; nothing is patched.
+Each stack runs a real Celery worker process; nothing is patched. The provider faults here
+(duplicates, expired URL, 429, truncated body, 5xx, gone) are the spine's checks on every
+stack; the fault suite (``tests/faults/``) takes each further, on one stack, to its row's pass
+criterion.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.stack import Stack, audio_key, stack_of_kind
+from tests.faults.provider_stack import api_gets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -34,14 +38,6 @@ def _clean_faults(stack: Stack) -> Iterator[None]:
     stack.emulator.clear_faults()
     yield
     stack.emulator.clear_faults()
-
-
-def api_gets(stack: Stack, recording_id: str) -> list[float]:
-    return [
-        r.at
-        for r in stack.emulator.requests
-        if r.method == "GET" and r.path.endswith(f"/recordings/{recording_id}")
-    ]
 
 
 def test_webhook_ends_as_audio_and_metadata_record(stack: Stack) -> None:
@@ -83,7 +79,7 @@ def test_expired_url_is_refreshed(stack: Stack) -> None:
     stack.announce(rec)
     row = stack.wait_final(rec.id)
     assert row.state == "stored" and row.attempts == 1
-    assert len(api_gets(stack, rec.id)) == 2  # a fresh URL after the 403
+    assert len(api_gets(stack, rec)) == 2  # a fresh URL after the 403
     assert row.sha256 == rec.audio("mp3").sha256()
 
 
@@ -93,7 +89,7 @@ def test_rate_limit_is_waited_out(stack: Stack) -> None:
     stack.announce(rec)
     row = stack.wait_final(rec.id)
     assert row.state == "stored"
-    limited, retried = api_gets(stack, rec.id)[:2]
+    limited, retried = api_gets(stack, rec)[:2]
     assert retried - limited >= 2.0  # not one request before Retry-After elapsed
     assert row.attempts == 2
 

@@ -88,13 +88,17 @@ class TwilioStack:
         )
 
     def objects_of(self, rec: EmulatedRecording) -> list[str]:
+        """Every stored object of ``rec``: the keys that start with its audio key's stem.
+
+        Not its whole fan-out folder: other recordings of the module share it one time in 256.
+        """
         key = recording_key("twilio", "default", rec.sid, "wav")
         bucket, _, prefix = self.stack.env["CALLREC_STORAGE_URL"][5:].partition("/")
         s3 = boto3.client(
             "s3", endpoint_url=self.stack.env["CALLREC_S3_ENDPOINT_URL"], region_name="us-east-1"
         )
-        folder = f"{prefix}/{key.rsplit('/', 1)[0]}/"
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix=folder).get("Contents", [])
+        stem = f"{prefix}/{key.rsplit('.', 1)[0]}."
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=stem).get("Contents", [])
         return sorted(item["Key"][len(prefix) + 1 :] for item in listed)
 
 

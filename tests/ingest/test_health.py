@@ -91,6 +91,6 @@ def test_s3_storage_missing_bucket_and_hung_endpoint(
         url = serve(CALLREC_STORAGE_URL="s3://bucket/x", CALLREC_S3_ENDPOINT_URL=endpoint)
         started = time.monotonic()
         status, checks = _ready(url)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # cut at 1 s; botocore alone would wait a minute
     assert status == 503
     assert checks == {"ledger": "ok", "broker": "ok", "storage": "timed out after 1s"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -114,6 +115,21 @@ def test_body_over_the_limit_is_413(client: FlaskClient) -> None:
     assert status == 413 and "error" in body
 
 
+@pytest.mark.parametrize("size", [4096, 4097, 10_000])
+def test_chunked_body_over_the_limit_is_413_not_cut_at_the_limit(
+    client: FlaskClient, size: int
+) -> None:
+    """A body without Content-Length used to be cut at the limit and judged as such (a 401)."""
+    body = b" " * (size - len(BODY)) + BODY
+    response = client.post(
+        "/webhooks/telnyx",
+        input_stream=io.BytesIO(body),
+        headers={**SIGNER.headers(body), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # as a server that de-chunks sets
+    )
+    assert response.status_code == (200 if size <= 4096 else 413)
+
+
 def test_valid_signature_with_foreign_content_type_is_415(client: FlaskClient) -> None:
     headers = {**SIGNER.headers(BODY), "content-type": "text/plain"}
     assert post(client, BODY, headers)[0] == 415
@@ -125,9 +141,10 @@ def test_malformed_body_with_valid_signature_is_400(client: FlaskClient, bad: by
     assert status == 400 and isinstance(body["error"], str) and len(body["error"]) < 200
 
 
-def test_unknown_provider_is_404(client: FlaskClient) -> None:
-    assert post(client, BODY, path="/webhooks/nope")[0] == 404
-    assert post(client, BODY, path="/webhooks/telnyx/nope")[0] == 404
+def test_unknown_provider_or_account_is_refused_as_a_bad_signature(client: FlaskClient) -> None:
+    refused = (401, {"error": "signature verification failed"})
+    assert post(client, BODY, path="/webhooks/nope") == refused
+    assert post(client, BODY, path="/webhooks/telnyx/nope") == refused
 
 
 def test_get_is_405_json(client: FlaskClient) -> None:

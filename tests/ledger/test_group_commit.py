@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ledger import Delivery, Recording
@@ -22,24 +23,31 @@ def saved(delivery: str, recording: str, **hints: Any) -> WebhookEvent:
     return WebhookEvent(delivery_id=delivery, event_type="call.recording.saved", recordings=(ref,))
 
 
+def before_each_commit(committer: GroupCommitter, hook: Callable[[], None]) -> None:
+    """Run ``hook`` just before each of the committer's COMMITs (it may block or raise)."""
+    commit = committer._commit_transaction
+
+    def hooked(connection: Any) -> None:
+        hook()
+        commit(connection)
+
+    committer._commit_transaction = hooked  # type: ignore[method-assign]
+
+
 class HeldFirstCommit:
     """Blocks the first transaction's COMMIT until released, so the next accepts queue up."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, committer: GroupCommitter) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
         self._first = True
-        event.listen(engine, "commit", self._on_commit)
-        self._engine = engine
+        before_each_commit(committer, self._on_commit)
 
-    def _on_commit(self, _connection: Any) -> None:
+    def _on_commit(self) -> None:
         if self._first:
             self._first = False
             self.entered.set()
             assert self.release.wait(JOIN_TIMEOUT_S)
-
-    def remove(self) -> None:
-        event.remove(self._engine, "commit", self._on_commit)
 
 
 def run_concurrently(
@@ -83,7 +91,7 @@ def count(engine: Engine, model: Any) -> int:
 
 def test_concurrent_accepts_share_one_transaction(engine: Engine) -> None:
     committer = GroupCommitter(engine)
-    hold = HeldFirstCommit(engine)
+    hold = HeldFirstCommit(committer)
     events = [saved(f"d{i}", f"r{i}") for i in range(8)]
     results = run_concurrently(committer, events, hold)
     assert all(isinstance(r, AcceptResult) and r.status == "accepted" for r in results)
@@ -95,7 +103,7 @@ def test_concurrent_accepts_share_one_transaction(engine: Engine) -> None:
 
 def test_duplicates_inside_one_batch(engine: Engine) -> None:
     committer = GroupCommitter(engine)
-    hold = HeldFirstCommit(engine)
+    hold = HeldFirstCommit(committer)
     events = [saved("first", "r0"), saved("d1", "r1"), saved("d1", "r1"), saved("d2", "r1")]
     results = run_concurrently(committer, events, hold)
     assert committer.batches == 2
@@ -112,7 +120,7 @@ def test_duplicates_inside_one_batch(engine: Engine) -> None:
 
 def test_a_bad_accept_fails_alone(engine: Engine) -> None:
     committer = GroupCommitter(engine)
-    hold = HeldFirstCommit(engine)
+    hold = HeldFirstCommit(committer)
     unserialisable = saved("bad", "r-bad", note=object())  # JSON bind fails inside the batch
     events = [saved("first", "r0"), saved("d1", "r1"), unserialisable, saved("d2", "r2")]
     results = run_concurrently(committer, events, hold)
@@ -125,21 +133,17 @@ def test_a_bad_accept_fails_alone(engine: Engine) -> None:
 
 def test_a_failed_commit_answers_every_waiter(engine: Engine) -> None:
     committer = GroupCommitter(engine, max_batch=3)
-    hold = HeldFirstCommit(engine)
+    hold = HeldFirstCommit(committer)
     commits = {"seen": 0}
 
-    def fail_once(connection: Any) -> None:
+    def fail_once() -> None:
         commits["seen"] += 1
         if commits["seen"] == 2:  # the first shared batch (the held single one was the first)
             raise RuntimeError("injected commit failure")
 
-    event.listen(engine, "commit", fail_once)
-    try:
-        events = [saved(f"d{i}", f"r{i}") for i in range(6)]
-        results = run_concurrently(committer, events, hold)
-    finally:
-        event.remove(engine, "commit", fail_once)
-        hold.remove()
+    before_each_commit(committer, fail_once)
+    events = [saved(f"d{i}", f"r{i}") for i in range(6)]
+    results = run_concurrently(committer, events, hold)
     # The first shared batch failed at COMMIT and was retried one by one.
     assert committer.batches >= 4
     assert all(isinstance(r, AcceptResult) and r.status == "accepted" for r in results)
@@ -182,3 +186,18 @@ def test_accept_batch_matches_returned_rows_to_their_input(engine: Engine) -> No
     assert earlier.new_ids == [] and len(earlier.recording_ids) == 1
     assert count(engine, Recording) == 4
     assert count(engine, Delivery) == 6
+
+
+def test_a_dead_connection_fails_one_batch_and_is_replaced(engine: Engine) -> None:
+    committer = GroupCommitter(engine)
+    assert committer.accept("telnyx", "default", saved("d0", "r0")).status == "accepted"
+    kept = committer._connection
+    assert kept is not None
+    kept.dbapi_connection.close()  # as a server restart or a killed backend would leave it
+    with pytest.raises(Exception):  # noqa: B017  # whatever the driver raises
+        committer.accept("telnyx", "default", saved("d1", "r1"))
+    # Not committed, so the provider retries it; the retry gets a fresh connection.
+    assert committer.accept("telnyx", "default", saved("d1", "r1")).status == "accepted"
+    assert committer._connection is not kept
+    assert count(engine, Delivery) == 2
+    committer.close()

@@ -136,3 +136,25 @@ def test_sweeper_selection_rules(sessions: sessionmaker) -> None:
     assert fresh not in rows_to_publish(sessions, LEASE, GRACE)
     mark_enqueued(sessions, [unpublished, lost, stuck])
     assert rows_to_publish(sessions, LEASE, GRACE) == []  # published: not again until stale
+
+
+def test_a_claim_carries_the_accounts_pause_only_while_it_runs(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The capture reads the rate-limit pause from the claim (no second transaction)."""
+    from ledger.account_state import pause
+
+    first, second = accept_refs(
+        sessions,
+        "telnyx",
+        "default",
+        [RecordingRef(recording_id="p-1"), RecordingRef(recording_id="p-2")],
+        source="poll",
+    ).new_ids
+    held = claim(sessions, first, LEASE)
+    assert held is not None and held.paused_until is None
+    until = utcnow() + timedelta(minutes=5)
+    pause(sessions, "telnyx", "default", until, "429")
+    paused = claim(sessions, second, LEASE)
+    assert paused is not None and paused.paused_until == until
+    assert paused.attempt == 1 and paused.recording_key == "p-2"

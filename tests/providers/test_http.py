@@ -34,6 +34,14 @@ def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
         assert value == expected
 
 
+def test_a_rate_limit_window_reset_is_a_wait_only_for_a_429() -> None:
+    headers = httpx.Headers({"x-ratelimit-reset": "55", "retry-after": ""})
+    assert retry_after_seconds(headers, now=NOW) == 55.0
+    assert retry_after_seconds(headers, now=NOW, rate_limited=False) is None
+    both = httpx.Headers({"x-ratelimit-reset": "55", "retry-after": "3"})
+    assert retry_after_seconds(both, now=NOW, rate_limited=False) == 3.0
+
+
 @pytest.fixture
 def api(telnyx_emulator: TelnyxEmulator) -> Iterator[ApiClient]:
     with httpx.Client(timeout=5, trust_env=False) as http:
@@ -59,8 +67,10 @@ def test_server_errors_are_retryable(
     api: ApiClient, telnyx_emulator: TelnyxEmulator, fault: str, error: type[Exception]
 ) -> None:
     telnyx_emulator.inject("api", fault)  # type: ignore[arg-type]
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         api.get_json("/recordings")
+    # Telnyx's x-ratelimit-reset on a 5xx is no wait: the row's jittered backoff applies.
+    assert isinstance(caught.value, RetryLater) and caught.value.retry_after is None
 
 
 def test_not_found_and_bad_credentials_are_permanent(

@@ -330,7 +330,7 @@ def runtime(tmp_path: Path, emulator: VoiceGenieEmulator) -> Iterator[Runtime]:
     )
     settings = settings_from(env)
     migrate(settings.database_url)
-    running = build_runtime(settings, lambda rid, countdown: None)
+    running = build_runtime(settings, lambda rid, countdown, lane: None)
     yield running
     running.close()
 

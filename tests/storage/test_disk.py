@@ -202,3 +202,25 @@ def test_factory_file_url(tmp_path: Path) -> None:
 def test_factory_rejects(url: str) -> None:
     with pytest.raises(ValueError):
         storage_from_url(url)
+
+
+def test_discard_partials_removes_that_keys_temp_files_only(store: DiskStorage) -> None:
+    """A writer killed mid-write leaves its temp file; the next writer of the key (holding the
+    row's claim) finds it by name."""
+    partial = Path(store.root) / PARTIAL_DIR
+    seen: list[str] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        seen.extend(partials(Path(store.root)))
+        yield b"second"
+
+    store.write(KEY, chunks(), content_type="audio/wav")
+    (leftover,) = seen
+    (partial / leftover).write_bytes(b"half")  # as a SIGKILLed writer would leave it
+    (partial / f"{leftover[:17]}x.tmp").write_bytes(b"half")
+    (partial / "unrelated.tmp").write_bytes(b"half")
+
+    assert store.discard_partials(KEY) == 2
+    assert partials(Path(store.root)) == ["unrelated.tmp"]
+    assert store.discard_partials(KEY) == 0

@@ -12,38 +12,8 @@ from storage.keys import check_key, metadata_key, recording_key
 _NAME = r"[a-z0-9][a-z0-9_-]*"
 _KEY_RE = re.compile(rf"{_NAME}/{_NAME}/[0-9a-f]{{2}}/[A-Za-z0-9_%-]+\.[a-z0-9]+")
 
-HOSTILE_IDS = [
-    "../../x",
-    "..",
-    ".",
-    "a/b",
-    "/etc/passwd",
-    "%2e%2e",
-    "%2e%2e%2fx",
-    "\x00",
-    "a\x00b",
-    "\\..\\x",
-    "x" * 2048,
-    "é" * 150,
-    "📞-call",
-    "\udcff",
-    " spaces and\nnewlines ",
-]
-
-
-@pytest.mark.parametrize("recording_id", HOSTILE_IDS)
-def test_hostile_ids_give_safe_single_segment_names(recording_id: str) -> None:
-    key = recording_key("telnyx", "acct-1", recording_id, "wav")
-    assert _KEY_RE.fullmatch(key), key
-    segments = key.split("/")
-    assert len(segments) == 4
-    assert segments[:2] == ["telnyx", "acct-1"]
-    assert (
-        segments[2] == hashlib.sha256(recording_id.encode("utf-8", "surrogatepass")).hexdigest()[:2]
-    )
-    assert all(s not in ("", ".", "..") for s in segments)
-    assert len(segments[3]) <= 200 + len(".wav")
-    check_key(key)
+# Hostile ids (R22: traversal, NUL, 2 KB, non-ASCII, distinctness) are in
+# tests/faults/test_r22_storage_keys.py.
 
 
 def test_percent_encoding_leaves_only_the_safe_set() -> None:
@@ -67,8 +37,6 @@ def test_long_ids_are_hashed() -> None:
 
 def test_deterministic_and_distinct() -> None:
     assert recording_key("p", "a", "rec-1", "wav") == recording_key("p", "a", "rec-1", "wav")
-    keys = {recording_key("p", "a", rid, "wav") for rid in HOSTILE_IDS}
-    assert len(keys) == len(HOSTILE_IDS)
     assert recording_key("p", "a", "rec-1", "wav") != recording_key("p", "b", "rec-1", "wav")
     assert recording_key("p", "a", "rec-1", "wav") != recording_key("p", "a", "rec-1", "mp3")
 

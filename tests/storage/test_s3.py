@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,10 +17,11 @@ from storage import (
     ObjectStat,
     S3Storage,
     StorageUnavailable,
+    StorageUnreachable,
     recording_key,
     storage_from_url,
 )
-from storage.s3 import MIN_PART_SIZE, make_s3_client
+from storage.s3 import MIN_PART_SIZE, _check_etag, make_s3_client
 
 pytestmark = pytest.mark.s3
 
@@ -182,10 +184,10 @@ def test_unreachable_endpoint_is_unavailable(moto_server: str) -> None:
     # One attempt: the production client's standard-mode backoff would only slow the test down.
     client = make_s3_client(endpoint_url=endpoint, region="us-east-1", max_attempts=1)
     store = S3Storage("bucket", PREFIX, endpoint_url=endpoint, region="us-east-1", client=client)
-    with pytest.raises(StorageUnavailable) as info:
+    with pytest.raises(StorageUnreachable) as info:  # an outage: captures do not spend attempts
         store.write(KEY, [b"x" * 100], content_type="audio/wav")
     assert info.value.__cause__ is not None
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StorageUnreachable):
         store.write(KEY, chunked(payload(6 * MiB)), content_type="audio/wav")
     with pytest.raises(StorageUnavailable):
         store.stat(KEY)
@@ -197,8 +199,30 @@ def test_unreachable_endpoint_is_unavailable(moto_server: str) -> None:
 
 def test_missing_bucket_is_unavailable(moto_server: str) -> None:
     store = S3Storage("no-such-bucket-here", PREFIX, endpoint_url=moto_server, region="us-east-1")
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StorageUnavailable) as info:
         store.write(KEY, [b"x"], content_type="audio/wav")
+    assert not isinstance(info.value, StorageUnreachable)  # a 4xx is not an outage: counted
+
+
+def test_etag_other_than_the_md5_sent_is_corruption() -> None:
+    """S3 answers the MD5 of what it received as the ETag of a plain or SSE-S3 object."""
+    md5 = hashlib.md5(b"sent", usedforsecurity=False).digest()
+    _check_etag({"ETag": f'"{md5.hex()}"'}, md5, "put")
+    _check_etag({"ETag": f'"{md5.hex()}"', "ServerSideEncryption": "AES256"}, md5, "put")
+    received = hashlib.md5(b"senT", usedforsecurity=False).hexdigest()
+    with pytest.raises(StorageUnavailable, match="corrupted in flight") as info:
+        _check_etag({"ETag": f'"{received}"'}, md5, "upload-part 1")
+    assert not isinstance(info.value, StorageUnreachable)
+    # SSE-KMS / SSE-C ETags are not MD5s: S3's own Content-MD5 check is what protects them.
+    _check_etag({"ETag": f'"{received}"', "ServerSideEncryption": "aws:kms"}, md5, "put")
+    _check_etag({"ETag": f'"{received}"', "SSECustomerAlgorithm": "AES256"}, md5, "put")
+
+
+def test_writes_carry_content_md5_and_moto_etag_matches(store: S3Storage, raw: Any) -> None:
+    """Both write paths send Content-MD5; the check passes on an uncorrupted write."""
+    store.write(KEY, [b"small"], content_type="audio/wav")
+    store.write(KEY + "2", chunked(payload(6 * MiB)), content_type="audio/wav")
+    assert store.stat(KEY + "2") == ObjectStat(key=KEY + "2", size=6 * MiB)
 
 
 def test_clean_partials_aborts_dangling_uploads_under_prefix(
@@ -212,10 +236,14 @@ def test_clean_partials_aborts_dangling_uploads_under_prefix(
     )
     raw.create_multipart_upload(Bucket=bucket, Key="other/thing.wav")
 
-    # moto reports every upload as initiated in 2010, so any age threshold counts it as old.
-    assert store.clean_partials(3600) == 1
+    # moto reports every upload as initiated in 2010: only the time since this process first
+    # listed it may make it old, so a live upload is never aborted on the server's word.
+    assert store.clean_partials(0.5) == 0
+    assert len(uploads(raw, bucket)) == 2
+    time.sleep(0.6)
+    assert store.clean_partials(0.5) == 1
     assert [u["Key"] for u in uploads(raw, bucket)] == ["other/thing.wav"]
-    assert store.clean_partials(3600) == 0
+    assert store.clean_partials(0.5) == 0
     assert store.stat(KEY) is None
 
 
@@ -234,3 +262,17 @@ def test_factory_s3_url(s3_bucket: tuple[str, str]) -> None:
 def test_part_size_bounds() -> None:
     with pytest.raises(ValueError, match="part_size"):
         S3Storage("b", "", endpoint_url=None, region="us-east-1", part_size=MIN_PART_SIZE - 1)
+
+
+def test_discard_partials_aborts_that_keys_uploads_only(
+    store: S3Storage, raw: Any, s3_bucket: tuple[str, str]
+) -> None:
+    """What killed writers of one key left open, whatever the server says of their age."""
+    _, bucket = s3_bucket
+    for key in (KEY, KEY, f"{KEY}2", recording_key("telnyx", "acct-1", "rec-2", "wav")):
+        raw.create_multipart_upload(Bucket=bucket, Key=f"{PREFIX}/{key}")
+    assert store.discard_partials(KEY) == 2
+    assert sorted(u["Key"] for u in uploads(raw, bucket)) == sorted(
+        [f"{PREFIX}/{KEY}2", f"{PREFIX}/{recording_key('telnyx', 'acct-1', 'rec-2', 'wav')}"]
+    )
+    assert store.discard_partials(KEY) == 0

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from config.settings import load_settings
-from workers.celery_config import capture_queue, make_celery, poll_queue, sweep_queue
+from workers.celery_config import (
+    backfill_queue,
+    capture_queue,
+    capture_queue_of,
+    make_celery,
+    poll_queue,
+    sweep_queue,
+)
 
 
 def test_reliability_settings() -> None:
@@ -16,6 +23,24 @@ def test_reliability_settings() -> None:
     visibility = conf.broker_transport_options["visibility_timeout"]
     assert conf.task_time_limit < visibility
     assert settings.retry_max_seconds < visibility  # no countdown outlives the window
+
+
+def test_redis_scans_for_a_dead_workers_tasks_often() -> None:
+    """kombu's default scan period (100 s) would add up to 100 s to every redelivery."""
+    for visibility, interval in ((12, 1), (60, 6), (900, 10)):
+        settings = load_settings(
+            {
+                "CALLREC_BROKER_URL": "redis://127.0.0.1:6379/0",
+                "CALLREC_BROKER_VISIBILITY_TIMEOUT_SECONDS": str(visibility),
+                "CALLREC_TASK_TIME_LIMIT_SECONDS": "5",
+                "CALLREC_STUCK_AFTER_SECONDS": "8",
+                "CALLREC_RETRY_MAX_SECONDS": "3",
+            }
+        )
+        options = make_celery(settings).conf.broker_transport_options
+        assert options["visibility_timeout"] == visibility
+        assert options["unacked_restore_interval"] == interval
+        assert options["unacked_restore_throttle"] == 1
 
 
 def test_publisher_confirms_on_rabbitmq() -> None:
@@ -39,6 +64,21 @@ def test_polls_have_their_own_queue_and_a_beat_entry() -> None:
     assert poll_queue(settings) == "x.poll"
     assert conf.task_routes["callrec.poll"] == {"queue": "x.poll"}
     assert conf.task_routes["callrec.schedule_polls"] == {"queue": "x.poll"}
-    assert {q.name for q in conf.task_queues} == {"x.capture", "x.sweep", "x.poll"}
+    assert {q.name for q in conf.task_queues} == {
+        "x.capture",
+        "x.capture.backfill",
+        "x.sweep",
+        "x.poll",
+    }
     entry = conf.beat_schedule["schedule-polls"]
     assert entry["task"] == "callrec.schedule_polls" and entry["schedule"] == 12.0
+
+
+def test_backfill_captures_have_their_own_queue() -> None:
+    """A backfill's thousands of captures must never sit in front of a fresh recording."""
+    settings = load_settings({"CALLREC_QUEUE_PREFIX": "x"})
+    queues = {q.name: q for q in make_celery(settings).conf.task_queues}
+    backfill = queues[backfill_queue(settings)]
+    assert (backfill.exchange.name, backfill.routing_key) == ("x.capture.backfill",) * 2
+    assert capture_queue_of(settings, "backfill") == "x.capture.backfill"
+    assert capture_queue_of(settings, "fresh") == capture_queue(settings) == "x.capture"

@@ -38,7 +38,9 @@ def new_runtime(tmp_path: Path, sent: Sent) -> Iterator[Callable[..., Runtime]]:
     def build(**overrides: str) -> Runtime:
         settings = settings_from(base_env(tmp_path, **overrides))
         migrate(settings.database_url)
-        runtime = build_runtime(settings, lambda rid, countdown: sent.append((rid, countdown)))
+        runtime = build_runtime(
+            settings, lambda rid, countdown, _lane: sent.append((rid, countdown))
+        )
         built.append(runtime)
         return runtime
 

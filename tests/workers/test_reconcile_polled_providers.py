@@ -82,7 +82,7 @@ def runtime(tmp_path: Path, polled: Polled) -> Iterator[Runtime]:
         base_env(tmp_path, CALLREC_POLL_LOOKBACK_SECONDS=str(3 * 86400), **polled.env)
     )
     migrate(settings.database_url)
-    runtime = build_runtime(settings, lambda _id, _countdown: None)
+    runtime = build_runtime(settings, lambda _id, _countdown, _lane: None)
     yield runtime
     runtime.close()
 

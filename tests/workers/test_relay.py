@@ -17,7 +17,7 @@ def test_relay_publishes_new_rows_once(tmp_path: Path) -> None:
     sent: list[int] = []
     settings = settings_from(base_env(tmp_path))
     migrate(settings.database_url)
-    runtime = build_runtime(settings, lambda rid, _countdown: sent.append(rid))
+    runtime = build_runtime(settings, lambda rid, _countdown, _lane: sent.append(rid))
     try:
         ids = accept_refs(
             runtime.sessions,
@@ -35,7 +35,7 @@ def test_relay_publishes_new_rows_once(tmp_path: Path) -> None:
 
 
 def test_broker_errors_leave_rows_unpublished(tmp_path: Path) -> None:
-    def refuse(_rid: int, _countdown: float | None) -> None:
+    def refuse(_rid: int, _countdown: float | None, _lane: str) -> None:
         raise ConnectionError("broker down")
 
     settings = settings_from(base_env(tmp_path, CALLREC_RELAY_INTERVAL_SECONDS="0.01"))

@@ -1,0 +1,129 @@
+"""The embedded broker's batched publishing (workers/sqla_broker.py): the rows are kombu's own,
+consumers read them unchanged and in order, and a batch that cannot be stored stores nothing
+and leaves its ledger rows unpublished."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+
+from config.settings import Settings
+from ledger import Recording, accept_refs, migrate
+from ledger.publish import Lane
+from providers.base import RecordingRef
+from tests.fixtures.callrec import base_env, settings_from
+from workers.celery_config import capture_queue, capture_queue_of, make_celery
+from workers.relay import relay
+from workers.runtime import build_runtime
+from workers.sqla_broker import Channel, batch_sender
+
+COLUMNS = "visible, timestamp, version, queue_id"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return settings_from(base_env(tmp_path))
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Celery]:
+    celery = make_celery(settings)
+    yield celery
+    celery.close()
+
+
+def send_capture(app: Celery, settings: Settings) -> Any:
+    def send(
+        recording_id: int, countdown: float | None, lane: Lane = "fresh", producer: Any = None
+    ) -> None:
+        app.send_task(
+            "callrec.capture",
+            args=[recording_id],
+            countdown=countdown,
+            queue=capture_queue_of(settings, lane),
+            producer=producer,
+        )
+
+    return send
+
+
+def broker_rows(settings: Settings) -> list[tuple[Any, ...]]:
+    engine = create_engine(settings.broker_url.removeprefix("sqla+"))
+    try:
+        with engine.connect() as connection:
+            return list(
+                connection.execute(text(f"SELECT {COLUMNS} FROM kombu_message ORDER BY id"))  # noqa: S608
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_batch_stores_kombus_rows_and_consumers_read_them_in_order(
+    app: Celery, settings: Settings
+) -> None:
+    send = send_capture(app, settings)
+    with app.producer_or_acquire() as producer:
+        assert isinstance(producer.channel, Channel)
+        send(1, None, "fresh", producer=producer)  # outside a batch: kombu's own _put
+    with batch_sender(app, send) as send_one:
+        send_one(2, None, "fresh")
+        send_one(3, 5.0, "fresh")
+        assert len(broker_rows(settings)) == 1  # nothing stored before the block ends
+    first, *batched = broker_rows(settings)
+    assert batched == [first, first]  # the same columns as kombu writes (payload aside)
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue(capture_queue(settings))
+        try:
+            messages = [queue.get(timeout=5) for _ in range(3)]
+        finally:
+            queue.close()
+    assert [m.payload[0] for m in messages] == [[1], [2], [3]]
+    assert all(m.headers["task"] == "callrec.capture" for m in messages)
+    assert len({m.headers["id"] for m in messages}) == 3
+    assert messages[2].headers["eta"] is not None  # the countdown went into the message
+
+
+def kombu_engine(app: Celery) -> Engine:
+    with app.producer_or_acquire() as producer:
+        bind = producer.channel.session.get_bind()
+        assert isinstance(bind, Engine)
+        return bind
+
+
+def test_a_batch_that_cannot_be_stored_stores_nothing_and_leaves_its_rows(
+    app: Celery, settings: Settings
+) -> None:
+    migrate(settings.database_url)
+    send = send_capture(app, settings)
+    runtime = build_runtime(settings, send, functools.partial(batch_sender, app, send))
+    engine = kombu_engine(app)
+
+    def fail(_connection: Any) -> None:  # as a full disk or a lock timeout would
+        raise OperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error"))
+
+    try:
+        accept_refs(runtime.sessions, "telnyx", "default", [RecordingRef("r")], source="t")
+        assert relay(runtime, threading.Event(), max_rounds=1) == 1  # the queue exists now
+        refs = [RecordingRef(f"r{i}") for i in range(3)]
+        ids = accept_refs(runtime.sessions, "telnyx", "default", refs, source="t").new_ids
+        event.listen(engine, "commit", fail)
+        try:
+            assert relay(runtime, threading.Event(), max_rounds=1) == 0
+        finally:
+            event.remove(engine, "commit", fail)
+        assert len(broker_rows(settings)) == 1
+        with runtime.sessions() as session:
+            assert all(session.get(Recording, i).enqueued_at is None for i in ids)
+        assert relay(runtime, threading.Event(), max_rounds=1) == 3  # the next round sends them
+        assert len(broker_rows(settings)) == 4
+    finally:
+        runtime.close()
