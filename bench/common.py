@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -179,6 +180,55 @@ def start_gunicorn(
         server.stop()
         raise
     return server, port
+
+
+@dataclass
+class Usage:
+    """CPU seconds and peak RSS of a process tree, summed over its live processes."""
+
+    cpu_s: float = 0.0
+    peak_rss_kib: int = 0  # sum of every process's VmHWM
+    largest_kib: int = 0  # the largest single VmHWM
+    processes: int = 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found += [int(c) for c in f.read().split()]
+    return found
+
+
+def tree_usage(pid: int) -> Usage:
+    """CPU (user+sys) and VmHWM of ``pid`` and its descendants, read from /proc (Linux)."""
+    usage = Usage()
+    ticks = os.sysconf("SC_CLK_TCK")
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/stat", encoding="ascii") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{current}/status", encoding="ascii") as f:
+                hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+        except OSError:
+            continue
+        usage.cpu_s += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        usage.peak_rss_kib += hwm
+        usage.largest_kib = max(usage.largest_kib, hwm)
+        usage.processes += 1
+        pending += _children(current)
+    return usage
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent not idle since boot, all cores (/proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

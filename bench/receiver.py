@@ -26,6 +26,7 @@ import math
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import signal
 import sys
@@ -47,10 +48,12 @@ from bench.common import (
     broker_messages,
     child_env,
     drop_redis_keys,
+    machine_busy_seconds,
     median,
     percentile,
     print_table,
     start_gunicorn,
+    tree_usage,
     wait_until,
 )
 from bench.webhook_loads import LOADS, PUBLIC_BASE_URL, WebhookLoad
@@ -203,6 +206,10 @@ class RoundResult:
     socket_errors: int = 0
     samples: list[str] = field(default_factory=list)
     drain_s: float = math.nan  # callrec: time after the batch until the relay had published all
+    #: CPU ms per answered request: "web" (the server's process tree), "relay", "load" (the load
+    #: generator and this script), "rest" (everything else on the machine: databases, brokers,
+    #: the kernel's own threads) and "total" (the whole machine); measured from /proc.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -557,7 +564,8 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
         ) -> RoundResult:
             batch = workdir / f"batch-{tag}.tsv"
             sign_batch(load, count, tag, batch)
-            port = servers[target][1]
+            server, port = servers[target]
+            before = cpu_snapshot(server)
             if use_wrk:
                 result = run_wrk(port, load.route, batch, count, args.concurrency, workdir, target)
             else:
@@ -581,10 +589,21 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
                         f"{args.drain_timeout:g}s",
                         flush=True,
                     )
-            for server, _port in servers.values():
-                if not server.alive():
-                    raise RuntimeError(f"{server.name} died:\n{server.log_tail()}")
+            result.cpu_ms = cpu_per_request(before, cpu_snapshot(server), result.answered)
+            for each, _port in servers.values():
+                if not each.alive():
+                    raise RuntimeError(f"{each.name} died:\n{each.log_tail()}")
             return result
+
+        def cpu_snapshot(server: ManagedProcess) -> dict[str, float]:
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            me = resource.getrusage(resource.RUSAGE_SELF)
+            return {
+                "web": tree_usage(server.pid).cpu_s,
+                "relay": tree_usage(relay.pid).cpu_s,
+                "load": children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime,
+                "total": machine_busy_seconds(),
+            }
 
         for load in loads:
             report = RouteReport(name, load.provider)
@@ -608,10 +627,12 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
                     drain = (
                         "" if math.isnan(result.drain_s) else f", relay drain {result.drain_s:.2f}s"
                     )
+                    cpu = "  ".join(f"{k} {v:.2f}" for k, v in result.cpu_ms.items())
                     print(
                         f"{label} round {index + 1}/{args.rounds} {target:7s} "
                         f"{result.rps:8.1f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                        f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}",
+                        f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}{drain}\n"
+                        f"    CPU ms per request: {cpu}",
                         flush=True,
                     )
                     for sample in result.samples:
@@ -625,6 +646,18 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
             if "Traceback" in server.log_path.read_text(errors="replace"):
                 print(f"  warning: a traceback is in {server.name}'s log:\n{server.log_tail(30)}")
     return reports
+
+
+def cpu_per_request(
+    before: dict[str, float], after: dict[str, float], requests: int
+) -> dict[str, float]:
+    """CPU ms per request by part between two ``cpu_snapshot``s; ``rest`` is the remainder."""
+    if requests <= 0:
+        return {}
+    spent = {part: (after[part] - before[part]) * 1000 / requests for part in before}
+    spent["rest"] = spent["total"] - spent["web"] - spent["relay"] - spent["load"]
+    spent["total"] = spent.pop("total")
+    return spent
 
 
 def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.capture import FAKE_AWS, Bench, BenchError, Server
-from bench.common import ManagedProcess, child_env, start_gunicorn, wait_until
+from bench.common import ManagedProcess, Usage, child_env, start_gunicorn, tree_usage, wait_until
 
 __all__ = [
     "DEFAULT_AMQP",
@@ -160,47 +160,6 @@ class LedgerRow:
     size_bytes: int | None
     sha256: str | None
     last_error: str | None
-
-
-@dataclass
-class Usage:
-    """CPU seconds and peak RSS of a process tree, summed over its live processes."""
-
-    cpu_s: float = 0.0
-    peak_rss_kib: int = 0  # sum of every process's VmHWM
-    largest_kib: int = 0  # the largest single VmHWM
-    processes: int = 0
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
-                found += [int(c) for c in f.read().split()]
-    return found
-
-
-def tree_usage(pid: int) -> Usage:
-    """CPU (user+sys) and VmHWM of ``pid`` and its descendants, read from /proc (Linux)."""
-    usage = Usage()
-    ticks = os.sysconf("SC_CLK_TCK")
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            with open(f"/proc/{current}/stat", encoding="ascii") as f:
-                fields = f.read().rpartition(")")[2].split()
-            with open(f"/proc/{current}/status", encoding="ascii") as f:
-                hwm = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
-        except OSError:
-            continue
-        usage.cpu_s += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-        usage.peak_rss_kib += hwm
-        usage.largest_kib = max(usage.largest_kib, hwm)
-        usage.processes += 1
-        pending += _children(current)
-    return usage
 
 
 @dataclass

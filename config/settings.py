@@ -278,7 +278,8 @@ class Settings:
     relay_interval_seconds: float = setting(
         _float(0.01),
         "0.2",
-        "How often the relay looks for newly accepted rows to publish when it is idle.",
+        "How long the relay waits between rounds unless its last batch was full: a new row "
+        "waits about this long for its wake-up.",
     )
     sweep_interval_seconds: int = setting(
         _int(1), "30", "How often the sweeper publishes unpublished, due and stuck ledger rows."
