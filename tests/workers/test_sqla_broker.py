@@ -24,7 +24,13 @@ from tests.fixtures.callrec import base_env, settings_from
 from workers.celery_config import capture_queue, capture_queue_of, make_celery
 from workers.relay import relay
 from workers.runtime import build_runtime
-from workers.sqla_broker import Channel, batch_sender
+from workers.sqla_broker import (
+    _PREPARED,
+    SATURATED_WAIT_SECONDS,
+    Channel,
+    Transport,
+    batch_sender,
+)
 
 COLUMNS = "visible, timestamp, version, queue_id"
 
@@ -127,3 +133,92 @@ def test_a_batch_that_cannot_be_stored_stores_nothing_and_leaves_its_rows(
         assert len(broker_rows(settings)) == 4
     finally:
         runtime.close()
+
+
+def test_a_consumer_at_its_prefetch_waits_briefly_and_an_idle_one_its_polling_interval(
+    app: Celery, settings: Settings
+) -> None:
+    """kombu sleeps its polling interval (1 s) whenever a round delivers nothing, also when it
+    may take nothing because every prefetched message is still being worked on: the pool then
+    idled most of each second. Only an empty queue waits the interval now."""
+    send = send_capture(app, settings)
+    with batch_sender(app, send) as send_one:
+        send_one(1, None, "fresh")
+        send_one(2, None, "fresh")
+    received: list[Any] = []
+    with app.connection_for_read() as connection:
+        transport = connection.transport
+        assert isinstance(transport, Transport)
+        queue = app.amqp.queues[capture_queue(settings)]
+        with connection.Consumer(
+            [queue], callbacks=[lambda _body, message: received.append(message)], prefetch_count=1
+        ):
+            connection.drain_events(timeout=5)
+            assert len(received) == 1  # one held, unacked: the prefetch is full
+            with pytest.raises(TimeoutError):
+                connection.drain_events(timeout=0.1)  # message 2 waits: it may not be taken
+            assert transport.idle_wait() == SATURATED_WAIT_SECONDS
+            received[0].ack()
+            connection.drain_events(timeout=5)
+            assert [m.payload[0] for m in received] == [[1], [2]]
+            received[1].ack()
+            with pytest.raises(TimeoutError):
+                connection.drain_events(timeout=0.1)  # nothing left
+            assert transport.idle_wait() == transport.polling_interval == 1.0
+
+
+def test_a_taken_message_leaves_no_row_and_one_put_back_comes_again(
+    app: Celery, settings: Settings
+) -> None:
+    """kombu kept every delivered message as an invisible row (the broker file grew with every
+    message ever sent, and finding the next one walked past all of them)."""
+    send = send_capture(app, settings)
+    with batch_sender(app, send) as send_one:
+        for recording_id in (1, 2, 3):
+            send_one(recording_id, None, "fresh")
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue(capture_queue(settings))
+        try:
+            first = queue.get(timeout=5)
+            assert len(broker_rows(settings)) == 2  # taken: gone from the table
+            first.requeue()  # a lost worker's message goes back (kombu stores it anew)
+            taken = [queue.get(timeout=5) for _ in range(3)]
+            for message in taken:
+                message.ack()
+        finally:
+            queue.close()
+    assert sorted(m.payload[0] for m in taken) == [[1], [2], [3]]
+    assert broker_rows(settings) == []
+
+
+def test_rows_kombu_left_delivered_are_removed_when_the_broker_is_opened(
+    settings: Settings,
+) -> None:
+    first = make_celery(settings)
+    try:
+        send = send_capture(first, settings)
+        with batch_sender(first, send) as send_one:
+            send_one(1, None, "fresh")
+            send_one(2, None, "fresh")
+    finally:
+        first.close()
+    engine = create_engine(settings.broker_url.removeprefix("sqla+"))
+    try:
+        with engine.begin() as connection:  # as kombu's own _get left a delivered message
+            connection.execute(text("UPDATE kombu_message SET visible = 0 WHERE id = 1"))
+    finally:
+        engine.dispose()
+    _PREPARED.clear()  # a new process
+    second = make_celery(settings)
+    try:
+        with second.connection_for_read() as connection:
+            queue = connection.SimpleQueue(capture_queue(settings))
+            try:
+                message = queue.get(timeout=5)
+                message.ack()
+            finally:
+                queue.close()
+    finally:
+        second.close()
+    assert message.payload[0] == [2]
+    assert broker_rows(settings) == []
