@@ -9,18 +9,18 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 
+from bench.common import drop_redis_keys
 from config.settings import Settings
 from ledger import Recording, accept_refs, migrate
-from ledger.publish import Lane
 from providers.base import RecordingRef
 from tests.fixtures.callrec import RecordedWaits, base_env, free_port, settings_from
-from workers.celery_config import capture_queue, capture_queue_of, make_celery
+from tests.workers.celery_helpers import send_capture
+from workers.celery_config import capture_queue, make_celery
 from workers.relay import BROKER_ERROR_PAUSE_SECONDS, relay
 from workers.runtime import build_runtime
 from workers.sqla_broker import batch_sender
@@ -42,35 +42,7 @@ def redis_settings(tmp_path: Path, broker_url: str) -> Settings:
 def settings(tmp_path: Path, redis_url: str) -> Iterator[Settings]:
     settings = redis_settings(tmp_path, redis_url)
     yield settings
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"*{settings.queue_prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Celery]:
-    celery = make_celery(settings)
-    yield celery
-    celery.close()
-
-
-def sender(app: Celery, settings: Settings) -> Any:
-    def send(
-        recording_id: int, countdown: float | None, lane: Lane = "fresh", producer: Any = None
-    ) -> None:
-        app.send_task(
-            "callrec.capture",
-            args=[recording_id],
-            countdown=countdown,
-            queue=capture_queue_of(settings, lane),
-            producer=producer,
-        )
-
-    return send
+    drop_redis_keys(redis_url, settings.queue_prefix)
 
 
 def queue_length(settings: Settings, redis_url: str) -> int:
@@ -84,7 +56,7 @@ def queue_length(settings: Settings, redis_url: str) -> int:
 def test_a_batch_is_sent_when_its_block_ends_as_celerys_messages(
     app: Celery, settings: Settings, redis_url: str
 ) -> None:
-    with batch_sender(app, sender(app, settings)) as send_one:
+    with batch_sender(app, send_capture(app, settings)) as send_one:
         for recording_id in (1, 2, 3):
             send_one(recording_id, None, "fresh")
         assert queue_length(settings, redis_url) == 0  # buffered in the pipeline
@@ -104,7 +76,7 @@ def test_the_relay_publishes_on_redis_and_records_it(
     app: Celery, settings: Settings, redis_url: str
 ) -> None:
     migrate(settings.database_url)
-    send = sender(app, settings)
+    send = send_capture(app, settings)
     runtime = build_runtime(settings, send, functools.partial(batch_sender, app, send))
     try:
         refs = [RecordingRef(f"r{i}") for i in range(20)]
@@ -122,7 +94,7 @@ def test_a_batch_redis_never_took_leaves_its_rows_unpublished(tmp_path: Path) ->
     migrate(settings.database_url)
     app = make_celery(settings)
     app.conf.task_publish_retry_policy = {"max_retries": 0}
-    send = sender(app, settings)
+    send = send_capture(app, settings)
     runtime = build_runtime(settings, send, functools.partial(batch_sender, app, send))
     try:
         refs = [RecordingRef(f"r{i}") for i in range(3)]

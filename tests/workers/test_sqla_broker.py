@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ from sqlalchemy.exc import OperationalError
 
 from config.settings import Settings
 from ledger import Recording, accept_refs, migrate
-from ledger.publish import Lane
 from providers.base import RecordingRef
 from tests.fixtures.callrec import base_env, settings_from
-from workers.celery_config import capture_queue, capture_queue_of, make_celery
+from tests.workers.celery_helpers import send_capture
+from workers.celery_config import capture_queue, make_celery
 from workers.relay import relay
 from workers.runtime import build_runtime
 from workers.sqla_broker import (
@@ -38,28 +37,6 @@ COLUMNS = "visible, timestamp, version, queue_id"
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return settings_from(base_env(tmp_path))
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Celery]:
-    celery = make_celery(settings)
-    yield celery
-    celery.close()
-
-
-def send_capture(app: Celery, settings: Settings) -> Any:
-    def send(
-        recording_id: int, countdown: float | None, lane: Lane = "fresh", producer: Any = None
-    ) -> None:
-        app.send_task(
-            "callrec.capture",
-            args=[recording_id],
-            countdown=countdown,
-            queue=capture_queue_of(settings, lane),
-            producer=producer,
-        )
-
-    return send
 
 
 def broker_rows(settings: Settings) -> list[tuple[Any, ...]]:

@@ -1,0 +1,27 @@
+"""What the broker tests share: a capture sender like the worker's own
+(``workers.tasks._send_capture``) bound to an app (``app`` fixture: tests/workers/conftest.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.settings import Settings
+from ledger.publish import Lane
+from workers.celery_config import capture_queue_of
+
+
+def send_capture(app: Celery, settings: Settings) -> Any:
+    def send(
+        recording_id: int, countdown: float | None, lane: Lane = "fresh", producer: Any = None
+    ) -> None:
+        app.send_task(
+            "callrec.capture",
+            args=[recording_id],
+            countdown=countdown,
+            queue=capture_queue_of(settings, lane),
+            producer=producer,
+        )
+
+    return send
