@@ -112,6 +112,14 @@ class VoiceGenieEmulator(Emulator):
         """The API base (``CALLREC_VOICEGENIE_API_BASE``): the server root."""
         return self.url
 
+    def settings_env(self) -> dict[str, str]:
+        """The ``CALLREC_VOICEGENIE_*`` settings that point callrec at this emulator."""
+        return {
+            "CALLREC_VOICEGENIE_API_KEY": self.api_key,
+            "CALLREC_VOICEGENIE_API_BASE": self.base_url,
+            "CALLREC_VOICEGENIE_AUDIO_HOSTS": self.audio_host,
+        }
+
     # -- recordings ---------------------------------------------------------------------------
     def add_recording(
         self,

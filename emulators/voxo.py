@@ -158,6 +158,16 @@ class VoxoEmulator(Emulator):
         """The API base (``CALLREC_VOXO_API_BASE``): the server root."""
         return self.url
 
+    def settings_env(self) -> dict[str, str]:
+        """The ``CALLREC_VOXO_*`` settings that point callrec at this emulator."""
+        return {
+            "CALLREC_VOXO_API_BASE": self.base_url,
+            "CALLREC_VOXO_EMAIL": self.email,
+            "CALLREC_VOXO_PASSWORD": self.password,
+            "CALLREC_VOXO_TENANT_ID": str(self.tenant_id),
+            "CALLREC_VOXO_AUDIO_HOSTS": self.audio_host,
+        }
+
     # -- recordings -----------------------------------------------------------------------------
 
     def add_recording(

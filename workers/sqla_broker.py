@@ -98,11 +98,14 @@ class Channel(kombu_sqla.Channel):
             _PREPARED.add(engine)
         return opened
 
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        self._queue_ids: dict[str, int] = {}  # queue name -> its row id in kombu's queue table
+        super().__init__(connection, **kwargs)
+
     def _queue_id(self, queue: str) -> int:
-        cache: dict[str, int] = self.__dict__.setdefault("_queue_ids", {})
-        if queue not in cache:
-            cache[queue] = self._get_or_create(queue).id
-        return cache[queue]
+        if queue not in self._queue_ids:
+            self._queue_ids[queue] = self._get_or_create(queue).id
+        return self._queue_ids[queue]
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         """The oldest message of ``queue``, taken and deleted in one write transaction."""

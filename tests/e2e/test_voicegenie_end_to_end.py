@@ -66,11 +66,7 @@ def voicegenie(
     for database in databases:  # a fresh PostgreSQL database, dropped after the module
         server = {} if database is None else server_env(request.param, request, database)
         with VoiceGenieEmulator() as emulator:
-            settings = {
-                "CALLREC_VOICEGENIE_API_KEY": emulator.api_key,
-                "CALLREC_VOICEGENIE_API_BASE": emulator.base_url,
-                "CALLREC_VOICEGENIE_AUDIO_HOSTS": emulator.audio_host,
-            }
+            settings = emulator.settings_env()
             running = VoiceGenieStack(start_stack(tmp, **settings, **FAST, **server), emulator)
             try:
                 yield running

@@ -55,11 +55,7 @@ def start_voxo_stack(tmp: Path, **overrides: str) -> VoxoStack:
     base = start_stack_with(
         emulator,
         tmp,
-        CALLREC_VOXO_API_BASE=emulator.base_url,
-        CALLREC_VOXO_EMAIL=emulator.email,
-        CALLREC_VOXO_PASSWORD=emulator.password,
-        CALLREC_VOXO_TENANT_ID=str(emulator.tenant_id),
-        CALLREC_VOXO_AUDIO_HOSTS=emulator.audio_host,
+        **emulator.settings_env(),
         **FAST_RETRIES,
         **overrides,
     )

@@ -321,9 +321,7 @@ def test_registry_builds_it_from_the_settings(http: httpx.Client) -> None:
 def runtime(tmp_path: Path, emulator: VoiceGenieEmulator) -> Iterator[Runtime]:
     env = base_env(
         tmp_path,
-        CALLREC_VOICEGENIE_API_KEY=emulator.api_key,
-        CALLREC_VOICEGENIE_API_BASE=emulator.base_url,
-        CALLREC_VOICEGENIE_AUDIO_HOSTS=emulator.audio_host,
+        **emulator.settings_env(),
         CALLREC_MAX_ATTEMPTS="2",
         CALLREC_RETRY_BASE_SECONDS="0",
         CALLREC_RETRY_MAX_SECONDS="0",

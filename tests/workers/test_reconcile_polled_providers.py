@@ -41,13 +41,7 @@ def _voxo(stack: ExitStack) -> Polled:
     now = datetime.now(UTC)
     recordings = [emulator.add_recording(now - timedelta(hours=2 + 24 * day)) for day in range(3)]
     emulator.add_recording(now - timedelta(hours=5), recorded=0)  # not recorded: never listed
-    env = {
-        "CALLREC_VOXO_API_BASE": emulator.base_url,
-        "CALLREC_VOXO_EMAIL": emulator.email,
-        "CALLREC_VOXO_PASSWORD": emulator.password,
-        "CALLREC_VOXO_TENANT_ID": str(emulator.tenant_id),
-        "CALLREC_VOXO_AUDIO_HOSTS": emulator.audio_host,
-    }
+    env = emulator.settings_env()
     ids = [rec.unique_id for rec in recordings]
     return Polled("voxo", emulator, env, ids, {r.unique_id: r.audio().sha256() for r in recordings})
 
@@ -56,11 +50,7 @@ def _voicegenie(stack: ExitStack) -> Polled:
     emulator = stack.enter_context(VoiceGenieEmulator())
     now = datetime.now(UTC)
     recordings = [emulator.add_recording(created_at=now - timedelta(hours=h)) for h in (1, 2, 30)]
-    env = {
-        "CALLREC_VOICEGENIE_API_KEY": emulator.api_key,
-        "CALLREC_VOICEGENIE_API_BASE": emulator.base_url,
-        "CALLREC_VOICEGENIE_AUDIO_HOSTS": emulator.audio_host,
-    }
+    env = emulator.settings_env()
     ids = [rec.call_uuid for rec in recordings]
     return Polled(
         "voicegenie", emulator, env, ids, {r.call_uuid: r.audio().sha256() for r in recordings}
