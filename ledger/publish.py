@@ -13,19 +13,16 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Literal
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.models import Recording, Source
-from ledger.sweeper import mark_enqueued
+from ledger.models import Recording
+from ledger.sweeper import PARENT, Lane, in_backfill_lane, mark_enqueued
 
 __all__ = ["CaptureBatch", "Lane", "SendCapture", "backfill_rows", "publish_and_record"]
 
 logger = logging.getLogger(__name__)
-
-Lane = Literal["fresh", "backfill"]
 
 #: Sends one capture wake-up: (recording id, countdown seconds or None, lane).
 SendCapture = Callable[[int, float | None, Lane], None]
@@ -38,16 +35,12 @@ def backfill_rows(sessions: sessionmaker[Session], ids: Sequence[int]) -> set[in
     """Which of ``ids`` belong to a backfill: the row's source, or its lookup parent's."""
     if not ids:
         return set()
-    parent = aliased(Recording)
     with sessions() as session:
         return set(
             session.execute(
                 select(Recording.id)
-                .outerjoin(parent, Recording.parent_id == parent.id)
-                .where(
-                    Recording.id.in_(list(ids)),
-                    or_(Recording.source == Source.BACKFILL, parent.source == Source.BACKFILL),
-                )
+                .outerjoin(PARENT, Recording.parent_id == PARENT.id)
+                .where(Recording.id.in_(list(ids)), in_backfill_lane())
             ).scalars()
         )
 

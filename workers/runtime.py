@@ -5,7 +5,7 @@ Built lazily, after the fork, so no connection or thread crosses a process bound
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +17,7 @@ from config.metrics import configure_metrics
 from config.settings import Settings
 from ledger import make_engine, make_session_factory
 from ledger.publish import CaptureBatch, SendCapture, publish_and_record
+from ledger.sweeper import Lane
 from providers.http import new_http_client
 from providers.registry import Accounts
 from storage import Storage, storage_from_url
@@ -36,6 +37,9 @@ class Runtime:
     #: Sends many wake-ups at once (one producer, one broker transaction where the broker
     #: allows it); None: one ``send_capture`` call each.
     capture_batch: CaptureBatch | None = None
+    #: Ready messages per capture lane's queue (None: the broker cannot tell); the sweeper
+    #: reads it before republishing stale rows. None here: every stale row counts as lost.
+    queue_depths: Callable[[], Mapping[Lane, int] | None] | None = None
 
     def publish(
         self, ids: Sequence[int], countdown: float | None = None, due: datetime | None = None
@@ -51,7 +55,10 @@ class Runtime:
 
 
 def build_runtime(
-    settings: Settings, send_capture: SendCapture, capture_batch: CaptureBatch | None = None
+    settings: Settings,
+    send_capture: SendCapture,
+    capture_batch: CaptureBatch | None = None,
+    queue_depths: Callable[[], Mapping[Lane, int] | None] | None = None,
 ) -> Runtime:
     configure_metrics(settings)
     engine = make_engine(settings.database_url)
@@ -70,4 +77,5 @@ def build_runtime(
         ),
         send_capture=send_capture,
         capture_batch=capture_batch,
+        queue_depths=queue_depths,
     )

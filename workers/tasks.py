@@ -16,6 +16,7 @@ from config.metrics import start_worker_exporter
 from ledger.publish import Lane
 from workers.celery_app import app, settings
 from workers.celery_config import capture_queue_of, poll_queue
+from workers.queue_depths import capture_queue_depths
 from workers.runtime import Runtime, build_runtime
 from workers.shutdown import capturing, connect_signals
 from workers.sqla_broker import batch_sender
@@ -53,7 +54,12 @@ def get_runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = build_runtime(settings, _send_capture, _capture_batch)
+            _runtime = build_runtime(
+                settings,
+                _send_capture,
+                _capture_batch,
+                functools.partial(capture_queue_depths, app, settings),
+            )
         return _runtime
 
 

@@ -138,6 +138,63 @@ def test_sweeper_selection_rules(sessions: sessionmaker) -> None:
     assert rows_to_publish(sessions, LEASE, GRACE) == []  # published: not again until stale
 
 
+def _published_rows(sessions: sessionmaker, source: str, *enqueued_ago: float) -> list[int]:
+    """Rows of ``source`` whose wake-up was published ``enqueued_ago`` seconds ago each."""
+    ids = accept_refs(
+        sessions,
+        "telnyx",
+        "default",
+        [RecordingRef(f"{source}-{i}-{ago}") for i, ago in enumerate(enqueued_ago)],
+        source=source,
+    ).new_ids
+    mark_enqueued(sessions, ids)
+    for row_id, ago in zip(ids, enqueued_ago, strict=True):
+        age(sessions, row_id, updated_at=ago, enqueued_at=ago)
+    return ids
+
+
+def test_a_deep_queue_keeps_its_stale_rows_from_being_republished(sessions: sessionmaker) -> None:
+    """Behind a backlog a message older than the lease is still queued: the sweeper republishes
+    only as many of a lane's stale rows as its queue cannot account for, oldest first."""
+    newest, middle, oldest = _published_rows(sessions, "webhook", 300, 400, 500)
+    _published_rows(sessions, "webhook", 5)  # published, not stale: still counts as waiting
+    assert rows_to_publish(sessions, LEASE, GRACE) == [newest, middle, oldest]  # queue unknown
+    assert rows_to_publish(sessions, LEASE, GRACE, queued={"fresh": 4, "backfill": 0}) == []
+    assert rows_to_publish(sessions, LEASE, GRACE, queued={"fresh": 9, "backfill": 0}) == []
+    assert rows_to_publish(sessions, LEASE, GRACE, queued={"fresh": 2, "backfill": 0}) == [
+        middle,
+        oldest,
+    ]
+    assert rows_to_publish(sessions, LEASE, GRACE, queued={"fresh": 0, "backfill": 0}) == [
+        newest,
+        middle,
+        oldest,
+    ]
+    assert rows_to_publish(sessions, LEASE, GRACE, queued={"fresh": 2}, limit=1) == [oldest]
+
+
+def test_each_lane_is_accounted_by_its_own_queue(sessions: sessionmaker) -> None:
+    """A deep fresh queue does not hide a lost backfill message, nor the other way round."""
+    (fresh,) = _published_rows(sessions, "webhook", 300)
+    (backfilled,) = _published_rows(sessions, "backfill", 300)
+    assert rows_to_publish(sessions, LEASE, GRACE, queued={"fresh": 50, "backfill": 0}) == [
+        backfilled
+    ]
+    assert rows_to_publish(sessions, LEASE, GRACE, queued={"fresh": 0, "backfill": 50}) == [fresh]
+
+
+def test_unpublished_and_expired_claims_do_not_depend_on_the_queue(sessions: sessionmaker) -> None:
+    unpublished, stuck = accept_refs(
+        sessions, "telnyx", "default", [RecordingRef("u"), RecordingRef("s")], source="t"
+    ).new_ids
+    age(sessions, unpublished, updated_at=30)
+    mark_enqueued(sessions, [stuck])
+    assert claim(sessions, stuck, LEASE) is not None
+    age(sessions, stuck, claimed_at=300, enqueued_at=300)
+    deep = {"fresh": 1000, "backfill": 1000}
+    assert rows_to_publish(sessions, LEASE, GRACE, queued=deep) == [unpublished, stuck]
+
+
 def test_a_claim_carries_the_accounts_pause_only_while_it_runs(
     sessions: sessionmaker[Session],
 ) -> None:
