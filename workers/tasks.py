@@ -33,16 +33,27 @@ connect_signals(settings)  # graceful shutdown: captures finish or are released 
 def _send_capture(
     recording_id: int, countdown: float | None, lane: Lane, producer: Any = None
 ) -> None:
+    """One capture wake-up. With ``producer`` (a ``_capture_batch``, which declared both
+    capture queues) the queue is not declared again per message; ``argsrepr`` is what Celery
+    would compute with ``saferepr``, for less CPU (the relay sends one per webhook)."""
     capture_task.apply_async(
         args=[recording_id],
         countdown=countdown,
         queue=capture_queue_of(settings, lane),
         producer=producer,
+        declare=[] if producer is not None else None,
+        argsrepr=f"[{recording_id}]",
+        kwargsrepr="{}",
     )
 
 
 #: Many wake-ups through one producer (one broker transaction on the embedded broker).
-_capture_batch = functools.partial(batch_sender, app, _send_capture)
+_capture_batch = functools.partial(
+    batch_sender,
+    app,
+    _send_capture,
+    (capture_queue_of(settings, "fresh"), capture_queue_of(settings, "backfill")),
+)
 
 
 def _send_poll(provider: str, account: str) -> None:

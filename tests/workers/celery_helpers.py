@@ -22,6 +22,14 @@ def send_capture(app: Celery, settings: Settings) -> Any:
             countdown=countdown,
             queue=capture_queue_of(settings, lane),
             producer=producer,
+            declare=[] if producer is not None else None,  # a batch_sender declared them
+            argsrepr=f"[{recording_id}]",
+            kwargsrepr="{}",
         )
 
     return send
+
+
+def capture_queues(settings: Settings) -> tuple[str, str]:
+    """Both capture lanes' queues, as the worker's ``_capture_batch`` declares them."""
+    return capture_queue_of(settings, "fresh"), capture_queue_of(settings, "backfill")

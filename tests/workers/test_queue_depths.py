@@ -21,7 +21,7 @@ from ledger import Recording, accept_refs, make_engine, make_session_factory, mi
 from ledger.models import utcnow
 from providers.base import RecordingRef
 from tests.fixtures.callrec import base_env, free_port, settings_from
-from tests.workers.celery_helpers import send_capture
+from tests.workers.celery_helpers import capture_queues, send_capture
 from workers.celery_config import capture_queue_of, make_celery
 from workers.queue_depths import capture_queue_depths
 from workers.runtime import Runtime, build_runtime
@@ -71,7 +71,7 @@ def runtime(app: Celery, settings: Settings) -> Iterator[Runtime]:
     runtime = build_runtime(
         settings,
         send,
-        functools.partial(batch_sender, app, send),
+        functools.partial(batch_sender, app, send, capture_queues(settings)),
         functools.partial(capture_queue_depths, app, settings),
     )
     yield runtime
@@ -95,6 +95,19 @@ def test_depths_count_each_lanes_waiting_messages(app: Celery, settings: Setting
         send(recording_id, None, "fresh")
     send(4, None, "backfill")
     assert capture_queue_depths(app, settings) == {"fresh": 3, "backfill": 1}
+
+
+def test_a_batch_declares_its_queues_once_before_any_worker_did(
+    app: Celery, settings: Settings
+) -> None:
+    """The relay's messages skip Celery's per-message declare; the batch declared both queues,
+    so on RabbitMQ they are not dropped for want of a queue when no worker declared it yet."""
+    send = send_capture(app, settings)
+    with batch_sender(app, send, capture_queues(settings)) as send_one:
+        send_one(1, None, "fresh")
+        send_one(2, None, "fresh")
+        send_one(3, None, "backfill")
+    assert capture_queue_depths(app, settings) == {"fresh": 2, "backfill": 1}
 
 
 def test_a_broker_that_cannot_answer_gives_no_depths(tmp_path: Path) -> None:
