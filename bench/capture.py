@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -388,6 +389,7 @@ def throughput(
     runners["callrec"]()
     runners["bare"]()
     sides: dict[str, list[Run]] = {"callrec": [], "bare": []}
+    emulator_cpu: dict[str, list[float]] = {"callrec": [], "bare": []}
     print(
         f"{'round':>5}  {'side':<8}{'seconds':>9}{'MiB/s':>9}{'user s':>8}{'sys s':>7}"
         f"{'faults':>8}{'emu cpu s':>11}"
@@ -399,12 +401,14 @@ def throughput(
             run = runners[side]()
             emu_cpu = _cpu_of(emulator_pid) - emu_cpu
             sides[side].append(run)
+            emulator_cpu[side].append(emu_cpu)
             r = run.result
             print(
                 f"{i + 1:>5}  {side:<8}{run.seconds:>9.3f}{_mibps(size, run.seconds):>9.1f}"
                 f"{r['user_s']:>8.2f}{r['sys_s']:>7.2f}{r['minor_faults']:>8}{emu_cpu:>11.2f}"
             )
     medians: dict[str, float] = {}
+    cpu_medians: dict[str, float] = {}
     print(
         f"\n{'side':<8}{'median s':>10}{'min s':>8}{'max s':>8}{'median MiB/s':>14}"
         f"{'cpu s (med)':>13}"
@@ -413,6 +417,7 @@ def throughput(
         secs = [run.seconds for run in runs]
         cpu = statistics.median(run.result["user_s"] + run.result["sys_s"] for run in runs)
         medians[side] = statistics.median(secs)
+        cpu_medians[side] = cpu
         print(
             f"{side:<8}{medians[side]:>10.3f}{min(secs):>8.3f}{max(secs):>8.3f}"
             f"{_mibps(size, medians[side]):>14.1f}{cpu:>13.2f}"
@@ -426,7 +431,25 @@ def throughput(
         f"{_verdict(ok)}"
     )
     print(f"  (best-of-{rounds} ratio {best:.3f}; per-round {min(pairs):.3f}..{max(pairs):.3f})")
+    print_ceilings(
+        medians["bare"], cpu_medians["callrec"], statistics.median(emulator_cpu["callrec"])
+    )
     return ok
+
+
+def print_ceilings(bare_s: float, callrec_cpu_s: float, emulator_cpu_s: float) -> None:
+    """The most the ratio can be on this machine, from this run's CPU times: a capture cannot
+    end before its own CPU time has passed on one core, nor before its CPU and the emulator's
+    (which serves the bytes: a provider does that elsewhere) have passed on all cores."""
+    cores = os.cpu_count() or 1
+    one_thread = bare_s / callrec_cpu_s if callrec_cpu_s > 0 else math.nan
+    all_cores = bare_s * cores / (callrec_cpu_s + emulator_cpu_s) if callrec_cpu_s > 0 else math.nan
+    print(
+        f"  CPU ceiling of the ratio here: {one_thread:.2f} for a capture on one thread "
+        f"(bare {bare_s:.3f} s / callrec CPU {callrec_cpu_s:.3f} s), {min(1.0, all_cores):.2f} "
+        f"with its work spread over all {cores} cores (with the emulator's "
+        f"{emulator_cpu_s:.3f} s of CPU per callrec round)"
+    )
 
 
 def _load_note() -> str:

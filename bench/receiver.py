@@ -7,10 +7,14 @@ route (``bench/webhook_loads.py``: Telnyx, ...), pre-signed, distinct recording-
 deliveries are sent from ``--concurrency`` keep-alive clients
 (``wrk`` with a generated Lua script when installed, else Python processes), in interleaved
 rounds; the medians, the callrec/bare throughput ratio and the ledger row count are printed.
+``--floor`` adds a third server, ``bench.floor_app:app``: the simplest durable accept (verify,
+parse, one autocommitted INSERT per request), and prints floor/bare and callrec/floor: how much
+of the bare throughput any per-webhook commit keeps on this machine, and how close callrec is.
 
     python bench/receiver.py                 # both stacks, default sizes (a few minutes)
     python bench/receiver.py --quick         # smoke run, under a minute
     python bench/receiver.py --stacks embedded --requests 3000 --rounds 3
+    python bench/receiver.py --floor --providers telnyx
 
 Everything runs on loopback; servers, temp dirs, the PostgreSQL database and the Redis keys it
 creates are removed at the end, also on Ctrl-C.
@@ -59,6 +63,12 @@ from bench.common import (
 from bench.webhook_loads import LOADS, PUBLIC_BASE_URL, WebhookLoad
 
 STACKS = ("embedded", "postgres-redis")
+#: The servers each run compares, by target name: WSGI app of ``gunicorn``.
+APPS = {
+    "bare": "bench.bare_app:app",
+    "callrec": "ingest.wsgi:app",
+    "floor": "bench.floor_app:app",
+}
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 10.0
 TARGET_P99_CLIENTS = 8
@@ -194,7 +204,7 @@ end
 class RoundResult:
     """One measured batch against one server."""
 
-    target: str  # "callrec" or "bare"
+    target: str  # "callrec", "bare" or "floor"
     expected: int
     answered: int
     accepted: int
@@ -540,9 +550,9 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
         migrate(stack.database_url)
         env = child_env(stack.env)
         servers = {}
-        for target, app in (("callrec", "ingest.wsgi:app"), ("bare", "bench.bare_app:app")):
+        for target in args.targets:
             server, port = start_gunicorn(
-                app, env, workdir, args.workers, args.threads, f"{target}-gunicorn"
+                APPS[target], env, workdir, args.workers, args.threads, f"{target}-gunicorn"
             )
             cleanup.callback(server.stop)
             servers[target] = (server, port)
@@ -611,11 +621,10 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
             rows_before, deliveries_before = ledger.recordings(), ledger.deliveries()
             published_before = published_count(stack) or 0
             print(f"{label} warm-up: {args.warmup} requests per server", flush=True)
-            for target in ("callrec", "bare"):
+            for target in args.targets:
                 measure(load, report, target, args.warmup, f"{name}-{load.provider}-w-{target}")
             for index in range(args.rounds):
-                order = ("bare", "callrec") if index % 2 == 0 else ("callrec", "bare")
-                for target in order:
+                for target in round_order(args.targets, index):
                     result = measure(
                         load,
                         report,
@@ -648,6 +657,13 @@ def run_stack(name: str, args: argparse.Namespace, root: Path, use_wrk: bool) ->
     return reports
 
 
+def round_order(targets: Sequence[str], index: int) -> list[str]:
+    """Round ``index``'s order: the targets rotated by one per round, so each takes each
+    place in turn (two targets alternate)."""
+    shift = index % len(targets)
+    return [*targets[shift:], *targets[:shift]]
+
+
 def cpu_per_request(
     before: dict[str, float], after: dict[str, float], requests: int
 ) -> dict[str, float]:
@@ -670,7 +686,7 @@ def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
     )
     rows: list[list[Any]] = []
     for report in reports:
-        for target in ("callrec", "bare"):
+        for target in args.targets:
             results = report.of(target)
             rows.append(
                 [
@@ -703,11 +719,8 @@ def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
     ok = True
     verdicts: list[list[Any]] = []
     for report in reports:
-        callrec = report.of("callrec")
-        bare = report.of("bare")
-        bare_rps = median([r.rps for r in bare])
-        ratio = median([r.rps for r in callrec]) / bare_rps if bare_rps > 0 else math.nan
-        p99 = median([r.p99_ms for r in callrec])
+        ratio = _rps_ratio(report, "callrec", "bare")
+        p99 = median([r.p99_ms for r in report.of("callrec")])
         ratio_ok = ratio >= TARGET_RATIO
         p99_ok = p99 < TARGET_P99_MS
         counted = report.ledger_rows == report.callrec_accepted == report.deliveries
@@ -745,7 +758,28 @@ def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
         ],
         verdicts,
     )
+    if "floor" in args.targets:
+        print()
+        print_table(
+            ["stack", "route", "floor/bare", "callrec/floor", "floor p99 ms"],
+            [
+                [
+                    report.stack,
+                    report.provider,
+                    _rps_ratio(report, "floor", "bare"),
+                    _rps_ratio(report, "callrec", "floor"),
+                    median([r.p99_ms for r in report.of("floor")]),
+                ]
+                for report in reports
+            ],
+        )
     return ok
+
+
+def _rps_ratio(report: RouteReport, target: str, baseline: str) -> float:
+    """Median req/s of ``target`` over that of ``baseline`` (NaN without a baseline)."""
+    base = median([r.rps for r in report.of(baseline)])
+    return median([r.rps for r in report.of(target)]) / base if base > 0 else math.nan
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -807,8 +841,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="after each callrec round, how long to wait for the relay to "
         f"publish every new row (default {DRAIN_TIMEOUT_S:g} s)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench.floor_app (verify, parse, one autocommitted INSERT per request)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
+    args.targets = ["bare", "callrec", *(["floor"] if args.floor else [])]
     quick = args.quick
     args.requests = args.requests or (300 if quick else 6000)
     args.rounds = args.rounds or (1 if quick else 3)
