@@ -16,13 +16,11 @@ import sqlite3
 import threading
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask
 
+from bench.baseline_app import verifying_app
 from config.settings import load_settings
-from ingest.webhooks import webhook_request
-from providers.errors import WebhookRejected
-from providers.http import new_http_client
-from providers.registry import Accounts
+from providers.base import Provider, WebhookRequest
 
 __all__ = ["app", "create_floor_app"]
 
@@ -52,37 +50,20 @@ def _connect(database_url: str) -> Any:
 
 
 def create_floor_app() -> Flask:
-    """A Flask app with ``POST /webhooks/<provider>`` (verify, parse, one INSERT) and
-    ``GET /healthz``."""
+    """The verify-only app, plus the provider's ``parse`` and one committed INSERT."""
     settings = load_settings()
-    accounts = Accounts(settings, new_http_client(settings.http_timeout_seconds))
-    floor = Flask("callrec-bench-floor")
-    floor.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    base = settings.public_base_url
     url = settings.database_url
     insert = INSERT.format("?" if url.startswith("sqlite") else "%s")
     local = threading.local()
 
-    @floor.post("/webhooks/<name>")
-    def receive(name: str) -> Any:
-        provider = accounts.provider(name)
-        webhook = webhook_request(request.get_data(cache=False), base)
-        try:
-            provider.verify(webhook)
-            event = provider.parse(webhook)
-        except WebhookRejected as exc:
-            return jsonify(error=exc.reason), exc.status
+    def parse_and_insert(name: str, provider: Provider, webhook: WebhookRequest) -> None:
+        event = provider.parse(webhook)
         connection = getattr(local, "connection", None)
         if connection is None:
             connection = local.connection = _connect(url)
         connection.execute(insert, (f"{name}:{event.delivery_id}",))
-        return jsonify(status="accepted"), 200
 
-    @floor.get("/healthz")
-    def healthz() -> Any:
-        return jsonify(status="ok")
-
-    return floor
+    return verifying_app("callrec-bench-floor", settings, parse_and_insert)
 
 
 app = create_floor_app()
