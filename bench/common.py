@@ -25,6 +25,8 @@ __all__ = [
     "broker_messages",
     "callrec_env",
     "child_env",
+    "delete_rabbitmq_queues",
+    "drop_broker_state",
     "drop_redis_keys",
     "free_port",
     "http_status",
@@ -103,6 +105,31 @@ def drop_redis_keys(redis_url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def delete_rabbitmq_queues(amqp_url: str, prefix: str) -> None:
+    """Delete callrec's ``<prefix>.*`` queues and exchanges from a shared RabbitMQ (they are
+    durable: nothing else removes them). Best effort: a missing one is skipped."""
+    from kombu import Connection
+
+    from workers.celery_config import QUEUE_SUFFIXES
+
+    with Connection(amqp_url, connect_timeout=10) as connection:
+        for suffix in QUEUE_SUFFIXES:
+            for kind in ("queue", "exchange"):
+                with contextlib.suppress(Exception):  # a failed delete closes its channel
+                    channel = connection.channel()
+                    getattr(channel, f"{kind}_delete")(f"{prefix}.{suffix}")
+                    channel.close()
+
+
+def drop_broker_state(broker_url: str, prefix: str) -> None:
+    """Remove what a stack with queue prefix ``prefix`` left on a shared broker server (Redis
+    keys, RabbitMQ queues); an embedded broker lives in the stack's own folder."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        drop_redis_keys(broker_url, prefix)
+    elif broker_url.startswith(("amqp://", "pyamqp://")):
+        delete_rabbitmq_queues(broker_url, prefix)
 
 
 def http_status(

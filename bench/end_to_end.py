@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.capture import Bench, BenchError
-from bench.common import percentile, print_table, wait_until
+from bench.common import drop_broker_state, percentile, print_table, wait_until
 from bench.noop_app import TALLY_ENV, make_noop_app, publish_noops, read_tally
 from bench.stack import (
     BenchStack,
@@ -279,7 +279,9 @@ def run_noop(stack: BenchStack, args: argparse.Namespace, figures: Figures) -> N
     if env["CALLREC_BROKER_URL"].startswith("sqla+sqlite"):
         env["CALLREC_BROKER_URL"] = f"sqla+sqlite:///{folder}/broker.sqlite"
     else:
-        stack._cleanup.callback(stack.delete_queues, env["CALLREC_QUEUE_PREFIX"])
+        stack._cleanup.callback(
+            drop_broker_state, env["CALLREC_BROKER_URL"], env["CALLREC_QUEUE_PREFIX"]
+        )
     env[TALLY_ENV] = str(tally)
     app = make_noop_app(load_settings(env))
     began = time.monotonic()

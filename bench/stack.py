@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.capture import FAKE_AWS, Bench, BenchError, Server
-from bench.common import ManagedProcess, Usage, child_env, start_gunicorn, tree_usage, wait_until
+from bench.common import (
+    ManagedProcess,
+    Usage,
+    child_env,
+    delete_rabbitmq_queues,
+    start_gunicorn,
+    tree_usage,
+    wait_until,
+)
 
 __all__ = [
     "DEFAULT_AMQP",
@@ -214,7 +222,9 @@ class BenchStack:
                     fresh_postgres_database(pg_admin, prefix="callrec_bench_")
                 )
                 env["CALLREC_BROKER_URL"] = amqp_url
-                stack._cleanup.callback(stack.delete_queues, env["CALLREC_QUEUE_PREFIX"])
+                stack._cleanup.callback(
+                    delete_rabbitmq_queues, amqp_url, env["CALLREC_QUEUE_PREFIX"]
+                )
             elif kind != "embedded":
                 raise ValueError(f"unknown stack {kind!r}")
             env.update(overrides)
@@ -253,17 +263,6 @@ class BenchStack:
             aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
             region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
         ).client("s3", endpoint_url=endpoint)
-
-    def delete_queues(self, prefix: str) -> None:
-        """Delete ``<prefix>.*`` queues and exchanges from RabbitMQ (best effort)."""
-        from kombu import Connection
-
-        with Connection(self.env["CALLREC_BROKER_URL"], connect_timeout=10) as connection:
-            for suffix in ("capture", "sweep", "poll"):
-                for kind in ("queue", "exchange"):
-                    with contextlib.suppress(Exception):  # a failed delete closes its channel
-                        channel = connection.channel()
-                        getattr(channel, f"{kind}_delete")(f"{prefix}.{suffix}")
 
     # -- callrec processes --------------------------------------------------------------------
 

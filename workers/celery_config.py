@@ -26,6 +26,7 @@ from config.settings import Settings
 from ledger.publish import Lane
 
 __all__ = [
+    "QUEUE_SUFFIXES",
     "backfill_queue",
     "capture_queue",
     "capture_queue_of",
@@ -34,6 +35,11 @@ __all__ = [
     "redis_restore_options",
     "sweep_queue",
 ]
+
+
+#: Every queue callrec declares is ``CALLREC_QUEUE_PREFIX`` + ``.`` + one of these (each with an
+#: exchange of the same name); tests and benchmarks drop them by this list.
+QUEUE_SUFFIXES = ("capture", "capture.backfill", "sweep", "poll")
 
 
 def capture_queue(settings: Settings) -> str:

@@ -3,6 +3,7 @@ process (and beat when asked), the ledger and storage of one configuration."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from bench.common import drop_broker_state
 from emulators.base import Emulator
 from emulators.server import LoopbackServer
 from emulators.telnyx import EmulatedRecording, TelnyxEmulator, TelnyxWebhookSigner
@@ -154,15 +156,19 @@ def backfill(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def server_env(kind: str, request: pytest.FixtureRequest, database: str) -> dict[str, str]:
-    """Settings for a server stack (``…-redis-…`` or ``…-rabbitmq-…``) with a new S3 bucket."""
+    """Settings for a server stack (``…-redis-…`` or ``…-rabbitmq-…``) with a new S3 bucket and
+    its own queue prefix, whose queues (or Redis keys) ``request``'s teardown removes."""
     broker = REDIS_URL if "redis" in kind else RABBITMQ_URL
     require_server("Redis" if "redis" in kind else "RabbitMQ", broker)
     endpoint = request.getfixturevalue("moto_server")
     bucket = f"callrec-e2e-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    request.addfinalizer(functools.partial(drop_broker_state, broker, prefix))
     return {
         "CALLREC_DATABASE_URL": database,
         "CALLREC_BROKER_URL": broker,
+        "CALLREC_QUEUE_PREFIX": prefix,
         "CALLREC_STORAGE_URL": f"s3://{bucket}/recordings",
         "CALLREC_S3_ENDPOINT_URL": endpoint,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from config.settings import load_settings
 from workers.celery_config import (
+    QUEUE_SUFFIXES,
     backfill_queue,
     capture_queue,
     capture_queue_of,
@@ -82,3 +83,13 @@ def test_backfill_captures_have_their_own_queue() -> None:
     assert (backfill.exchange.name, backfill.routing_key) == ("x.capture.backfill",) * 2
     assert capture_queue_of(settings, "backfill") == "x.capture.backfill"
     assert capture_queue_of(settings, "fresh") == capture_queue(settings) == "x.capture"
+
+
+def test_queue_suffixes_name_every_queue_callrec_declares() -> None:
+    """Tests and benchmarks drop a stack's queues by ``QUEUE_SUFFIXES``: it must list them all."""
+    settings = load_settings({"CALLREC_QUEUE_PREFIX": "q"})
+    app = make_celery(settings)
+    try:
+        assert set(app.amqp.queues) == {f"q.{suffix}" for suffix in QUEUE_SUFFIXES}
+    finally:
+        app.close()

@@ -5,7 +5,6 @@ really are gone (purged here, as a broker that dropped them) are republished."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,7 +14,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import update
 
-from bench.common import drop_redis_keys
+from bench.common import drop_broker_state
 from config.settings import Settings
 from ledger import Recording, accept_refs, make_engine, make_session_factory, migrate
 from ledger.models import utcnow
@@ -35,17 +34,6 @@ BROKERS = [
 ]
 
 
-def _delete_queues(app: Celery) -> None:
-    """RabbitMQ keeps durable queues: drop this test's."""
-    with app.connection_for_write() as connection:
-        for queue in app.amqp.queues.values():
-            channel = connection.channel()
-            with contextlib.suppress(*connection.channel_errors):
-                queue.bind(channel).delete()
-            with contextlib.suppress(Exception):
-                channel.close()
-
-
 @pytest.fixture(params=BROKERS)
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     kind = request.param
@@ -55,14 +43,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
     settings = settings_from(base_env(tmp_path, **overrides))
     migrate(settings.database_url)
     yield settings
-    if kind == "redis":
-        drop_redis_keys(settings.broker_url, settings.queue_prefix)
-    elif kind == "rabbitmq":
-        app = make_celery(settings)
-        try:
-            _delete_queues(app)
-        finally:
-            app.close()
+    drop_broker_state(settings.broker_url, settings.queue_prefix)
 
 
 @pytest.fixture
@@ -144,3 +125,14 @@ def test_stale_rows_still_queued_are_not_republished_and_lost_ones_are(
     assert sweep(runtime) == 3
     assert capture_queue_depths(app, settings) == {"fresh": 3, "backfill": 0}
     assert sweep(runtime) == 0  # republished just now: not stale
+
+
+def test_a_stacks_broker_state_is_dropped(app: Celery, settings: Settings) -> None:
+    """What tests and benchmarks call when a stack stops (bench.common.drop_broker_state):
+    afterwards the shared broker holds none of the stack's messages or queues."""
+    send_capture(app, settings)(1, None, "fresh")
+    assert capture_queue_depths(app, settings) == {"fresh": 1, "backfill": 0}
+    drop_broker_state(settings.broker_url, settings.queue_prefix)
+    # The embedded broker is a file in the stack's own folder: nothing shared, nothing dropped.
+    left = 1 if settings.broker_url.startswith("sqla") else 0
+    assert capture_queue_depths(app, settings) == {"fresh": left, "backfill": 0}
