@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import boto3
 import pytest
 
+from bench.common import drop_broker_state
 from emulators.telnyx import EmulatedRecording
 from storage import Storage, storage_from_url
 from tests.e2e.stack import Stack, start_stack
@@ -165,6 +166,7 @@ def test_r04_broker_down_webhooks_acknowledged_then_stored(tmp_path: Path) -> No
             tally(stack.sessions, stack.storage, _sent(recs)).assert_clean()
         finally:
             kill_stack(stack)
+            drop_broker_state(REDIS_URL, stack.env["CALLREC_QUEUE_PREFIX"])
 
 
 # -- R5 / R6 / R12 ------------------------------------------------------------------------------
