@@ -219,15 +219,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-
-    started = time.monotonic()
-    results = run_stacks(args, run_stack)
-    if isinstance(results, int):
-        return results
-    ok = summarize(results, args)
-    print(f"total {time.monotonic() - started:.0f}s")
-    return 0 if ok else 1
+    return run_stacks(parse_args(argv), run_stack, summarize)
 
 
 if __name__ == "__main__":

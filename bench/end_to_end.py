@@ -452,14 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     args.signer = TelnyxWebhookSigner()  # its public key goes to callrec's settings
-
-    started = time.monotonic()
-    results = run_stacks(args, run_stack)
-    if isinstance(results, int):
-        return results
-    ok = summarize(results, args)
-    print(f"total {time.monotonic() - started:.0f}s")
-    return 0 if ok else 1
+    return run_stacks(args, run_stack, summarize)
 
 
 if __name__ == "__main__":

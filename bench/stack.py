@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -97,10 +98,16 @@ def read_stack_options(parser: argparse.ArgumentParser, args: argparse.Namespace
     args.worker_options = WorkerOptions(args.workers, args.pool, args.concurrency, args.prefetch)
 
 
-def run_stacks(args: Any, run_stack: Callable[[str, Bench, Any], T]) -> list[T] | int:
-    """``run_stack(kind, bench, args)`` for each of ``args.stacks``; an exit status instead
-    when interrupted (130) or when the benchmark itself failed (2). SIGTERM counts as Ctrl-C;
-    the temp folder is removed unless ``args.keep``."""
+def run_stacks(
+    args: Any,
+    run_stack: Callable[[str, Bench, Any], T],
+    summarize: Callable[[list[T], Any], bool],
+) -> int:
+    """``run_stack(kind, bench, args)`` for each of ``args.stacks``, then ``summarize`` and the
+    total time; the exit status: 0 every target met, 1 one missed, 2 the benchmark itself
+    failed, 130 interrupted. SIGTERM counts as Ctrl-C; the temp folder is removed unless
+    ``args.keep``."""
+    started = time.monotonic()
 
     def _sigterm(_signo: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -121,7 +128,9 @@ def run_stacks(args: Any, run_stack: Callable[[str, Bench, Any], T]) -> list[T] 
         if not args.keep:  # the stacks stopped their processes already; this removes the logs
             with contextlib.suppress(Exception):
                 bench.close()
-    return results
+    ok = summarize(results, args)
+    print(f"total {time.monotonic() - started:.0f}s")
+    return 0 if ok else 1
 
 
 def load_note() -> str:

@@ -219,6 +219,19 @@ class QuoEmulator(Emulator):
         """The API base (``CALLREC_QUO_API_BASE``): the server root."""
         return self.url
 
+    def settings_env(self, sender: QuoWebhookSender | None = None) -> dict[str, str]:
+        """The ``CALLREC_QUO_*`` settings that point callrec at this emulator, and at
+        ``sender``'s keys when its webhooks are to be verified."""
+        env = {
+            "CALLREC_QUO_API_KEY": self.api_key,
+            "CALLREC_QUO_API_BASE": self.base_url,
+            "CALLREC_QUO_AUDIO_HOSTS": self.audio_host,
+        }
+        if sender is not None:
+            env["CALLREC_QUO_SIGNING_KEY"] = sender.signing_key_b64
+            env["CALLREC_QUO_WEBHOOK_SECRET"] = sender.webhook_secret
+        return env
+
     # -- calls and recordings -------------------------------------------------------------------
 
     def add_call(

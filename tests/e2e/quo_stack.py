@@ -81,11 +81,7 @@ def start_quo_stack(tmp_path: Path, **overrides: str) -> QuoStack:
     base = start_stack_with(
         emulator,
         tmp_path,
-        CALLREC_QUO_API_KEY=emulator.api_key,
-        CALLREC_QUO_API_BASE=emulator.base_url,
-        CALLREC_QUO_AUDIO_HOSTS=emulator.audio_host,
-        CALLREC_QUO_SIGNING_KEY=sender.signing_key_b64,
-        CALLREC_QUO_WEBHOOK_SECRET=sender.webhook_secret,
+        **emulator.settings_env(sender),
         **overrides,
     )
     return QuoStack(base, emulator, sender)

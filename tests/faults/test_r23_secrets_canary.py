@@ -180,11 +180,7 @@ def test_r23_faulty_stack_with_every_secret_leaks_nothing(
     stack = start_stack(
         tmp_path,
         **twilio.settings_env(),
-        CALLREC_QUO_API_KEY=quo.api_key,
-        CALLREC_QUO_SIGNING_KEY=quo_sender.signing_key_b64,
-        CALLREC_QUO_WEBHOOK_SECRET=quo_sender.webhook_secret,
-        CALLREC_QUO_API_BASE=quo.base_url,
-        CALLREC_QUO_AUDIO_HOSTS=quo.audio_host,
+        **quo.settings_env(quo_sender),
         **voxo.settings_env(),
         **voicegenie.settings_env(),
         CALLREC_STATUS_BASIC_AUTH="ops:canary-status-password",

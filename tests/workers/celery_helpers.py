@@ -30,6 +30,16 @@ def send_capture(app: Celery, settings: Settings) -> Any:
     return send
 
 
+def take_messages(app: Celery, queue: str, count: int) -> list[Any]:
+    """Consume ``count`` messages from ``queue`` (5 s each at most), as a worker would see them."""
+    with app.connection_for_read() as connection:
+        consumer = connection.SimpleQueue(queue)
+        try:
+            return [consumer.get(timeout=5) for _ in range(count)]
+        finally:
+            consumer.close()
+
+
 def capture_queues(settings: Settings) -> tuple[str, str]:
     """Both capture lanes' queues, as the worker's ``_capture_batch`` declares them."""
     return capture_queue_of(settings, "fresh"), capture_queue_of(settings, "backfill")

@@ -42,9 +42,7 @@ def test_quo_lookups_with_no_recording(tmp_path: Path, telnyx_emulator: TelnyxEm
             tmp_path,
             telnyx_emulator,
             sent,
-            CALLREC_QUO_API_KEY=quo.api_key,
-            CALLREC_QUO_API_BASE=quo.base_url,
-            CALLREC_QUO_AUDIO_HOSTS=quo.audio_host,
+            **quo.settings_env(),
         )
         try:
             call = quo.add_call(segments=0)

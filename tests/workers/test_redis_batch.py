@@ -19,7 +19,7 @@ from config.settings import Settings
 from ledger import Recording, accept_refs, migrate
 from providers.base import RecordingRef
 from tests.fixtures.callrec import RecordedWaits, base_env, free_port, settings_from
-from tests.workers.celery_helpers import send_capture
+from tests.workers.celery_helpers import send_capture, take_messages
 from workers.celery_config import capture_queue, make_celery
 from workers.relay import BROKER_ERROR_PAUSE_SECONDS, relay
 from workers.runtime import build_runtime
@@ -61,12 +61,7 @@ def test_a_batch_is_sent_when_its_block_ends_as_celerys_messages(
             send_one(recording_id, None, "fresh")
         assert queue_length(settings, redis_url) == 0  # buffered in the pipeline
     assert queue_length(settings, redis_url) == 3
-    with app.connection_for_read() as connection:
-        queue = connection.SimpleQueue(capture_queue(settings))
-        try:
-            messages = [queue.get(timeout=5) for _ in range(3)]
-        finally:
-            queue.close()
+    messages = take_messages(app, capture_queue(settings), 3)
     assert sorted(m.payload[0] for m in messages) == [[1], [2], [3]]
     assert all(m.headers["task"] == "callrec.capture" for m in messages)
     assert len({m.headers["id"] for m in messages}) == 3

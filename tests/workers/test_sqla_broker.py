@@ -19,7 +19,7 @@ from config.settings import Settings
 from ledger import Recording, accept_refs, migrate
 from providers.base import RecordingRef
 from tests.fixtures.callrec import base_env, settings_from
-from tests.workers.celery_helpers import send_capture
+from tests.workers.celery_helpers import send_capture, take_messages
 from workers.celery_config import capture_queue, make_celery
 from workers.relay import relay
 from workers.runtime import build_runtime
@@ -63,12 +63,7 @@ def test_a_batch_stores_kombus_rows_and_consumers_read_them_in_order(
         assert len(broker_rows(settings)) == 1  # nothing stored before the block ends
     first, *batched = broker_rows(settings)
     assert batched == [first, first]  # the same columns as kombu writes (payload aside)
-    with app.connection_for_read() as connection:
-        queue = connection.SimpleQueue(capture_queue(settings))
-        try:
-            messages = [queue.get(timeout=5) for _ in range(3)]
-        finally:
-            queue.close()
+    messages = take_messages(app, capture_queue(settings), 3)
     assert [m.payload[0] for m in messages] == [[1], [2], [3]]
     assert all(m.headers["task"] == "callrec.capture" for m in messages)
     assert len({m.headers["id"] for m in messages}) == 3
