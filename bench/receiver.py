@@ -7,9 +7,11 @@ route (``bench/webhook_loads.py``: Telnyx, ...), pre-signed, distinct recording-
 deliveries are sent from ``--concurrency`` keep-alive clients
 (``wrk`` with a generated Lua script when installed, else Python processes), in interleaved
 rounds; the medians, the callrec/bare throughput ratio and the ledger row count are printed.
-``--floor`` adds a third server, ``bench.floor_app:app``: the simplest durable accept (verify,
-parse, one autocommitted INSERT per request), and prints floor/bare and callrec/floor: how much
-of the bare throughput any per-webhook commit keeps on this machine, and how close callrec is.
+``--floor`` adds two more servers, ``bench.floor_app``'s simplest durable accepts (verify,
+parse, then one autocommitted INSERT per request: ``floor``; or one multi-row INSERT per group
+of requests that arrive together, as callrec's group commit: ``floor-batched``), and prints
+each floor/bare and callrec/floor: how much of the bare throughput a durable accept keeps on
+this machine, and how close callrec is.
 
     python bench/receiver.py                 # both stacks, default sizes (a few minutes)
     python bench/receiver.py --quick         # smoke run, under a minute
@@ -68,6 +70,7 @@ APPS = {
     "bare": "bench.bare_app:app",
     "callrec": "ingest.wsgi:app",
     "floor": "bench.floor_app:app",
+    "floor-batched": "bench.floor_app:batched_app",
 }
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 10.0
@@ -204,7 +207,7 @@ end
 class RoundResult:
     """One measured batch against one server."""
 
-    target: str  # "callrec", "bare" or "floor"
+    target: str  # a key of APPS
     expected: int
     answered: int
     accepted: int
@@ -758,19 +761,22 @@ def summarize(reports: Sequence[RouteReport], args: argparse.Namespace) -> bool:
         ],
         verdicts,
     )
-    if "floor" in args.targets:
+    floors = [target for target in args.targets if target.startswith("floor")]
+    if floors:
         print()
         print_table(
-            ["stack", "route", "floor/bare", "callrec/floor", "floor p99 ms"],
+            ["stack", "route", "floor", "floor/bare", "callrec/floor", "floor p99 ms"],
             [
                 [
                     report.stack,
                     report.provider,
-                    _rps_ratio(report, "floor", "bare"),
-                    _rps_ratio(report, "callrec", "floor"),
-                    median([r.p99_ms for r in report.of("floor")]),
+                    floor,
+                    _rps_ratio(report, floor, "bare"),
+                    _rps_ratio(report, "callrec", floor),
+                    median([r.p99_ms for r in report.of(floor)]),
                 ]
                 for report in reports
+                for floor in floors
             ],
         )
     return ok
@@ -844,11 +850,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--floor",
         action="store_true",
-        help="also run bench.floor_app (verify, parse, one autocommitted INSERT per request)",
+        help="also run bench.floor_app's two floors (verify, parse, then one autocommitted "
+        "INSERT per request, or one per group of concurrent requests)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = parser.parse_args(argv)
-    args.targets = ["bare", "callrec", *(["floor"] if args.floor else [])]
+    args.targets = ["bare", "callrec", *(["floor", "floor-batched"] if args.floor else [])]
     quick = args.quick
     args.requests = args.requests or (300 if quick else 6000)
     args.rounds = args.rounds or (1 if quick else 3)

@@ -201,3 +201,69 @@ def test_a_dead_connection_fails_one_batch_and_is_replaced(engine: Engine) -> No
     assert committer._connection is not kept
     assert count(engine, Delivery) == 2
     committer.close()
+
+
+def test_accepted_rows_hold_exactly_what_was_announced(engine: Engine) -> None:
+    """Every column of a batch's rows round-trips, whatever the dialect's insert form."""
+    from sqlalchemy.orm import Session
+
+    from ledger.accept import accept_batch
+    from ledger.models import utcnow
+
+    hints = {"format": "mp3", "channels": 2, "nested": {"a": [1, None, "é"]}, "flag": True}
+    refs = {
+        "d1": RecordingRef(recording_id="r1", call_id="c-1", hints=hints),
+        "d2": RecordingRef(recording_id=None, lookup=(("call_session_id", "s-2"),)),
+        "d3": RecordingRef(recording_id="r3"),
+    }
+    events = [
+        WebhookEvent(delivery_id=d, event_type="call.recording.saved", recordings=(ref,))
+        for d, ref in refs.items()
+    ]
+    now = utcnow()
+    with engine.begin() as connection:
+        accept_batch(connection, [("telnyx", "acct", e) for e in events], now)
+    with Session(engine) as session:
+        rows = {row.recording_key: row for row in session.scalars(select(Recording))}
+        deliveries = {row.delivery_id: row for row in session.scalars(select(Delivery))}
+    assert set(rows) == {"r1", "lookup:call_session_id=s-2", "r3"}
+    first, lookup, bare = rows["r1"], rows["lookup:call_session_id=s-2"], rows["r3"]
+    assert (first.provider, first.account, first.kind, first.source) == (
+        "telnyx",
+        "acct",
+        "recording",
+        "webhook",
+    )
+    assert (first.state, first.attempts, first.call_id, first.hints) == ("accepted", 0, "c-1", hints)
+    assert (lookup.kind, lookup.hints, lookup.call_id) == (
+        "lookup",
+        {"lookup": {"call_session_id": "s-2"}},
+        None,
+    )
+    assert (bare.hints, bare.parent_id) == ({}, None)
+    assert first.created_at == first.updated_at == first.next_attempt_at == now
+    assert set(deliveries) == {"d1", "d2", "d3"}
+    assert {d.received_at for d in deliveries.values()} == {now}
+    assert {d.event_type for d in deliveries.values()} == {"call.recording.saved"}
+
+
+@pytest.mark.postgres
+def test_an_over_long_value_is_refused_not_cut(postgres_url: str) -> None:
+    """PostgreSQL: a value longer than its column fails the accept; it is never truncated
+    (a cut key could merge two recordings)."""
+    from psycopg.errors import StringDataRightTruncation
+
+    from ledger import make_engine, migrate
+
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        committer = GroupCommitter(engine)
+        with pytest.raises(StringDataRightTruncation):
+            committer.accept("telnyx", "default", saved("d" * 257, "r1"))
+        with pytest.raises(StringDataRightTruncation):
+            committer.accept("telnyx", "default", saved("d1", "r" * 301))
+        assert count(engine, Delivery) == 0 and count(engine, Recording) == 0
+        committer.close()
+    finally:
+        engine.dispose()
