@@ -39,6 +39,7 @@ INSERT_ROWS = "INSERT INTO bench_floor_accepts VALUES {} ON CONFLICT DO NOTHING"
 
 def _connect(database_url: str) -> Any:
     """A new autocommit DBAPI connection to the ledger database, the table created."""
+    connection: Any
     if database_url.startswith("sqlite"):
         connection = sqlite3.connect(  # any thread: BatchedInserts' leader changes
             database_url.split("///", 1)[-1],
