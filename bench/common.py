@@ -94,8 +94,13 @@ def broker_messages(broker_url: str, queue: str) -> int:
         engine.dispose()
 
 
+#: kombu's Redis transport: expiring bindings' deadlines, one sorted set for every exchange.
+REDIS_BINDING_DEADLINES = "_kombu.binding_deadlines"
+
+
 def drop_redis_keys(redis_url: str, prefix: str) -> None:
-    """Delete the keys holding ``prefix`` (a bench's own queues) from a shared Redis."""
+    """Delete the keys holding ``prefix`` (a bench's own queues, its control exchange's
+    bindings) from a shared Redis, and its exchanges' entries in kombu's shared deadline set."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=10)
@@ -103,24 +108,31 @@ def drop_redis_keys(redis_url: str, prefix: str) -> None:
         keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
         if keys:
             client.delete(*keys)
+        members = [
+            member for member, _ in client.zscan_iter(REDIS_BINDING_DEADLINES, match=f"*{prefix}*")
+        ]
+        if members:
+            client.zrem(REDIS_BINDING_DEADLINES, *members)
     finally:
         client.close()
 
 
 def delete_rabbitmq_queues(amqp_url: str, prefix: str) -> None:
-    """Delete callrec's ``<prefix>.*`` queues and exchanges from a shared RabbitMQ (they are
-    durable: nothing else removes them). Best effort: a missing one is skipped."""
+    """Delete callrec's ``<prefix>.*`` queues and exchanges, and its broadcast exchanges, from
+    a shared RabbitMQ (nothing else removes them). Best effort: a missing one is skipped."""
     from kombu import Connection
 
-    from workers.celery_config import QUEUE_SUFFIXES
+    from workers.celery_config import QUEUE_SUFFIXES, broadcast_exchanges
 
+    names = [f"{prefix}.{suffix}" for suffix in QUEUE_SUFFIXES]
+    deletes = [(kind, name) for name in names for kind in ("queue", "exchange")]
+    deletes += [("exchange", name) for name in broadcast_exchanges(prefix)]
     with Connection(amqp_url, connect_timeout=10) as connection:
-        for suffix in QUEUE_SUFFIXES:
-            for kind in ("queue", "exchange"):
-                with contextlib.suppress(Exception):  # a failed delete closes its channel
-                    channel = connection.channel()
-                    getattr(channel, f"{kind}_delete")(f"{prefix}.{suffix}")
-                    channel.close()
+        for kind, name in deletes:
+            with contextlib.suppress(Exception):  # a failed delete closes its channel
+                channel = connection.channel()
+                getattr(channel, f"{kind}_delete")(name)
+                channel.close()
 
 
 def drop_broker_state(broker_url: str, prefix: str) -> None:

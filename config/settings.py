@@ -221,7 +221,9 @@ class Settings:
         _str,
         "callrec",
         "Prefix of the Celery queue names (`<prefix>.capture`, `<prefix>.capture.backfill`, "
-        "`<prefix>.sweep`, `<prefix>.poll`).",
+        "`<prefix>.sweep`, `<prefix>.poll`) and of the control and event exchanges "
+        "(`<prefix>.pidbox`, `<prefix>.events`): deployments sharing a broker need distinct "
+        "prefixes.",
     )
     public_base_url: str | None = setting(
         _public_base,

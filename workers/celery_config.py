@@ -13,6 +13,11 @@ Reliability settings, and why:
   found: ``ledger.publish`` picks the lane from the row), ``<prefix>.sweep`` and
   ``<prefix>.poll`` (reconciliation), so neither a long poll nor a backfill's thousands of
   captures queue ahead of a fresh recording; a worker without ``-Q`` consumes all four.
+* Broadcasts are per prefix too: the control exchange is ``<prefix>`` (fanout
+  ``<prefix>.pidbox``, replies on ``reply.<prefix>.pidbox``) and events go to
+  ``<prefix>.events``, not Celery's shared ``celery``/``celeryev``. Two deployments on one
+  broker (distinct ``CALLREC_QUEUE_PREFIX``) then never hear each other's ``celery control
+  shutdown``, Flower's inspections, a worker's start-up ``mingle`` or its events.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ledger.publish import Lane
 __all__ = [
     "QUEUE_SUFFIXES",
     "backfill_queue",
+    "broadcast_exchanges",
     "capture_queue",
     "capture_queue_of",
     "make_celery",
@@ -35,6 +41,12 @@ __all__ = [
     "redis_restore_options",
     "sweep_queue",
 ]
+
+
+def broadcast_exchanges(prefix: str) -> tuple[str, ...]:
+    """The exchanges a deployment with queue prefix ``prefix`` broadcasts on (control
+    commands, their replies, events): on RabbitMQ they outlive the workers that declared them."""
+    return f"{prefix}.pidbox", f"reply.{prefix}.pidbox", f"{prefix}.events"
 
 
 #: Every queue callrec declares is ``CALLREC_QUEUE_PREFIX`` + ``.`` + one of these (each with an
@@ -143,6 +155,8 @@ def make_celery(settings: Settings) -> Celery:
             _queue(poll_queue(settings)),
         ],
         task_default_queue=capture_queue(settings),
+        control_exchange=settings.queue_prefix,
+        event_exchange=f"{settings.queue_prefix}.events",
         task_routes={
             "callrec.capture": {"queue": capture_queue(settings)},
             "callrec.sweep": {"queue": sweep_queue(settings)},

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.stack import Stack, audio_key, stack_of_kind
 from tests.faults.provider_stack import api_gets
+from tests.fixtures.callrec import settings_from
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -136,3 +138,29 @@ def test_storage_holds_nothing_partial(stack: Stack, tmp_path: Path) -> None:
     for key in keys:
         assert stack.storage.stat(key) is not None
         assert stack.metadata(key)["storage_key"] == key
+
+
+def test_control_broadcasts_stay_within_the_deployment(stack: Stack) -> None:
+    """The worker answers a ping on its own deployment's control exchange and not on another
+    prefix's, so two deployments sharing a broker never act on each other's ``celery
+    control`` commands or Flower's inspections (workers/celery_config.py)."""
+    from bench.common import drop_broker_state
+    from workers.celery_config import make_celery
+
+    settings = settings_from(stack.env)
+    other_prefix = f"o{uuid.uuid4().hex[:10]}"
+    own = make_celery(settings)
+    other = make_celery(replace(settings, queue_prefix=other_prefix))
+    try:
+        if settings.broker_url.startswith("sqla+"):
+            # kombu's SQLAlchemy transport has no fanout: no broadcast reaches any worker (so
+            # no Flower either: README), and none can reach another deployment's.
+            assert own.control.ping(timeout=1) == other.control.ping(timeout=1) == []
+            return
+        replies = own.control.ping(timeout=3)
+        assert len(replies) == 1, replies  # this stack's worker, only
+        assert other.control.ping(timeout=1) == []
+    finally:
+        own.close()
+        other.close()
+        drop_broker_state(settings.broker_url, other_prefix)  # its ping's reply exchange

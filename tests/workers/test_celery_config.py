@@ -6,6 +6,7 @@ from config.settings import load_settings
 from workers.celery_config import (
     QUEUE_SUFFIXES,
     backfill_queue,
+    broadcast_exchanges,
     capture_queue,
     capture_queue_of,
     make_celery,
@@ -91,5 +92,17 @@ def test_queue_suffixes_name_every_queue_callrec_declares() -> None:
     app = make_celery(settings)
     try:
         assert set(app.amqp.queues) == {f"q.{suffix}" for suffix in QUEUE_SUFFIXES}
+    finally:
+        app.close()
+
+
+def test_broadcasts_are_per_prefix_and_broadcast_exchanges_names_them() -> None:
+    """Control commands and events use the deployment's own exchanges (not Celery's shared
+    ``celery.pidbox``/``celeryev``), and cleanup's list names exactly those."""
+    app = make_celery(load_settings({"CALLREC_QUEUE_PREFIX": "q"}))
+    try:
+        mailbox = app.control.mailbox
+        used = (mailbox.exchange.name, mailbox.reply_exchange.name, app.conf.event_exchange)
+        assert used == broadcast_exchanges("q") == ("q.pidbox", "reply.q.pidbox", "q.events")
     finally:
         app.close()
